@@ -1,0 +1,24 @@
+# bert-geometry: "The geometry of BERT" (arXiv 2502.12033), reproduced and extended.
+# One rule file per stage of the paper; the library behind each is src/bertgeom/<stage>.
+from snakemake.utils import min_version
+
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/tokens.smk"
+include: "rules/train.smk"
+include: "rules/activations.smk"
+include: "rules/stats.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,1 @@
+# Stage: activations. See src/bertgeom and README.md.

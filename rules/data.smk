@@ -1,0 +1,1 @@
+# Stage: data. See src/bertgeom and README.md.

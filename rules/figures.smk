@@ -1,0 +1,1 @@
+# Stage: figures. See src/bertgeom and README.md.

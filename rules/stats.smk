@@ -1,0 +1,1 @@
+# Stage: stats. See src/bertgeom and README.md.

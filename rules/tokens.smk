@@ -1,0 +1,1 @@
+# Stage: tokens. See src/bertgeom and README.md.

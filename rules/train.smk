@@ -1,0 +1,1 @@
+# Stage: train. See src/bertgeom and README.md.

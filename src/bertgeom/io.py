@@ -1,0 +1,214 @@
+"""Shared I/O: atomic writes, Parquet with a provenance block, fixed-size-list columns, job logs.
+
+Every output is written to a temporary file beside its target and renamed into place only when
+complete, so an interrupted job never leaves a partial file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METADATA_KEY = b"bertgeom"
+PACKAGES = ("bertgeom", "torch", "transformers", "tokenizers", "numpy", "pyarrow", "scikit-learn", "mappy")
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=3)
+
+log = logging.getLogger("bertgeom")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def config_hash(config: dict) -> str:
+    """sha256 of the config as canonical JSON (key order does not matter)."""
+    blob = json.dumps(config, sort_keys=True, default=_json_default).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def model_hash(model_dir: str | os.PathLike) -> str:
+    """sha256 over the weights and config of a saved model directory."""
+    model_dir = Path(model_dir)
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        if (model_dir / name).exists():
+            digest.update(sha256_file(model_dir / name).encode())
+    return digest.hexdigest()
+
+
+def provenance(config: dict | None = None, model_dir: str | os.PathLike | None = None, **extra: Any) -> dict:
+    """The metadata block stored in every Parquet file: versions, config hash, model hash."""
+    block: dict[str, Any] = {"versions": package_versions()}
+    if config is not None:
+        block["config_sha256"] = config_hash(config)
+    if model_dir is not None:
+        block["model_dir"] = str(model_dir)
+        block["model_sha256"] = model_hash(model_dir)
+    block.update(extra)
+    return block
+
+
+def _with_metadata(schema: pa.Schema, meta: dict | None) -> pa.Schema:
+    if not meta:
+        return schema
+    merged = dict(schema.metadata or {})
+    merged[METADATA_KEY] = json.dumps(meta, default=_json_default).encode()
+    return schema.with_metadata(merged)
+
+
+def write_parquet(data: pa.Table | Any, path: str | os.PathLike, meta: dict | None = None, **options: Any) -> None:
+    """Write a pyarrow Table or pandas DataFrame atomically with zstd and the metadata block."""
+    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+    table = table.replace_schema_metadata(_with_metadata(table.schema, meta).metadata)
+    with atomic_path(path, ".parquet") as tmp:
+        pq.write_table(table, tmp, **{**PARQUET_OPTIONS, **options})
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The bertgeom metadata block of a Parquet file ({} if absent)."""
+    raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+class ParquetStream:
+    """Append record batches to a Parquet file, one row group per write; atomic on close.
+
+    Memory stays bounded by one batch: nothing is kept after `write`.
+    """
+
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema, meta: dict | None = None, **options: Any):
+        self.path = Path(path)
+        self.schema = _with_metadata(schema, meta)
+        self._ctx = atomic_path(self.path, ".parquet")
+        self._tmp = self._ctx.__enter__()
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, **{**PARQUET_OPTIONS, **options})
+        self.rows = 0
+
+    def write(self, columns: dict[str, Any] | pa.Table) -> None:
+        table = columns if isinstance(columns, pa.Table) else pa.table(columns, schema=self.schema)
+        if table.num_rows:
+            self._writer.write_table(table.cast(self.schema))
+            self.rows += table.num_rows
+
+    def close(self) -> None:
+        self._writer.close()
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self) -> "ParquetStream":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def fixed_size_list(matrix: np.ndarray, dtype: pa.DataType | None = None) -> pa.FixedSizeListArray:
+    """A [rows, width] numpy array as a pyarrow FixedSizeListArray of `width` per row."""
+    matrix = np.ascontiguousarray(matrix)
+    if matrix.ndim != 2:
+        raise ValueError(f"expected a 2-D array, got shape {matrix.shape}")
+    values = pa.array(matrix.reshape(-1), type=dtype)
+    return pa.FixedSizeListArray.from_arrays(values, matrix.shape[1])
+
+
+def to_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size-list column back to a [rows, width] numpy array (zero-copy where possible)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    width = column.type.list_size
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(-1, width)
+
+
+def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> logging.Logger:
+    """Send bertgeom's log (and warnings, and tracebacks) to a job's log file and to stderr."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    logging.captureWarnings(True)
+    return log
+
+
+@contextlib.contextmanager
+def job_log(log_file: str | os.PathLike | None) -> Iterator[logging.Logger]:
+    """For Snakemake scripts: log to the rule's log file; an exception is logged in full, then re-raised."""
+    logger = setup_logging(log_file)
+    try:
+        yield logger
+    except Exception:
+        logger.exception("job failed")
+        raise
