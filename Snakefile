@@ -15,6 +15,7 @@ include: "rules/tokens.smk"
 include: "rules/train.smk"
 include: "rules/activations.smk"
 include: "rules/stats.smk"
+include: "rules/attention.smk"
 include: "rules/figures.smk"
 
 

@@ -1,0 +1,1 @@
+# Stage: attention patterns and directionality. See src/bertgeom/stats and README.md.
