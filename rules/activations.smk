@@ -1,1 +1,25 @@
-# Stage: activations. See src/bertgeom and README.md.
+# Stage: activations. Library: src/bertgeom/activations.py; schemas: docs/outputs.md.
+
+
+rule dump_activations:
+    """Per seed: a forward pass over config activations.splits with hooks on every stage of every
+    layer; sufficient statistics for every sequence, token vectors and attention matrices for a
+    stratified subset, class-averaged attention matrices (results/activations/seed{seed}/).
+    """
+    input:
+        config="results/models/seed{seed}/config.json",
+        weights="results/models/seed{seed}/model.safetensors",
+        tokens=activation_token_files(),
+    output:
+        **activation_files("{seed}"),
+    log:
+        "logs/dump_activations/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/dump_activations/seed{seed}.tsv"
+    wildcard_constraints:
+        seed=r"\d+",
+    conda:
+        "../envs/bertgeom.yaml"
+    threads: 4
+    script:
+        "../scripts/dump_activations.py"

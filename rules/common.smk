@@ -27,4 +27,167 @@ def resolve(path):
 def final_outputs():
     """Everything `snakemake` (rule all) builds by default."""
     outputs = ["results/data/spike.parquet", "results/data/qc.tsv"]
+    outputs += expand(
+        "results/tokens/{name}.parquet",
+        name=["train", "val", "test", "kmer_counts", "token_map"],
+    )
+    outputs += [f for seed in SEEDS for f in activation_files(seed).values()]
+    outputs += stats_outputs()
+    outputs += attention_outputs()
+    outputs += figure_files()
     return outputs
+
+
+# --- data (rules/data.smk) ----------------------------------------------------------------------
+def data_fasta_files():
+    """data.source fasta: {class: resolved path} of config data.fasta; otherwise {}."""
+    if config["data"]["source"] != "fasta":
+        return {}
+    return {name: resolve(path) for name, path in config["data"]["fasta"].items()}
+
+
+def download_inputs(wildcards):
+    """Inputs of rule download: the reference, variants.yaml and, for data.source fasta, the
+    per-class FASTA files (inputs, so that a changed file reruns the download)."""
+    return {
+        "reference": resolve(config["data"]["reference"]),
+        "variants": resolve(config["data"]["variants"]),
+        "fasta": list(data_fasta_files().values()),
+    }
+
+
+# --- tokens (rules/tokens.smk) ------------------------------------------------------------------
+def tokens_base_vocab(wildcards):
+    """model.init pretrained with a local model.pretrained directory: that directory (an input,
+    so a new base vocabulary reruns the tokenization); otherwise nothing (scratch, or a hub id).
+    """
+    if config["model"]["init"] != "pretrained":
+        return []
+    path = resolve(config["model"]["pretrained"])
+    return path if Path(path).exists() else []
+
+
+# --- figures (rules/figures.smk) -------------------------------------------------------------
+def seed_files(pattern):
+    """`pattern` with {seed} filled in for every seed of train.seeds, in that order."""
+    return expand(pattern, seed=SEEDS)
+
+
+def example_seed():
+    """The seed whose model the single-model figures show (figures.example_seed, else the first seed)."""
+    seed = config["figures"].get("example_seed")
+    if seed is None:
+        return SEEDS[0]
+    if seed not in SEEDS:
+        raise ValueError(f"config figures.example_seed: {seed} is not one of train.seeds {SEEDS}")
+    return seed
+
+
+def figure_code(module):
+    """The library files that draw a figure: inputs, so that editing a figure module reruns its
+    figure rules (and nothing upstream); editing the theme reruns every figure."""
+    base = Path(workflow.basedir) / "src" / "bertgeom" / "figures"
+    return [str(base / "theme.py"), str(base / f"{module}.py")]
+
+
+# Figure ids drawn by rules/figures.smk (rule fig_<id> -> results/figures/<id>.png and .pdf);
+# the catalogue is docs/figures.md.
+FIGURE_IDS = [
+    "data_qc",
+    "kmer_occurrences",
+    "training_curves",
+    "confusion_matrix",
+    "per_class_f1",
+    "cone_stream",
+    "cone_heads",
+    "pca_pareto",
+    "embedding_pca",
+    "embedding_tsne",
+    "probe_silhouette",
+    "gate_grid",
+    "k90_violins",
+    "attention_gallery",
+    "attention_entropy",
+    "domain_attention",
+    "directionality_index",
+    "directionality_spectrum",
+    "directionality_original",
+]
+
+
+def figure_files():
+    """Every figure (PNG and PDF) and the report's metrics table."""
+    figures = expand("results/figures/{id}.{ext}", id=FIGURE_IDS, ext=["png", "pdf"])
+    return figures + ["results/figures/metrics_table.html", "results/figures/metrics_table.tsv"]
+
+
+# --- activations (rules/activations.smk) -------------------------------------------------------
+ACTIVATION_FILES = [
+    "summary",
+    "heads",
+    "attention_summary",
+    "tokens",
+    "attention",
+    "class_attention",
+]
+
+
+def activation_files(seed):
+    """{name: path} of the activation dump of one seed (docs/outputs.md); seed may be "{seed}"."""
+    return {
+        name: f"results/activations/seed{seed}/{name}.parquet"
+        for name in ACTIVATION_FILES
+    }
+
+
+def activation_token_files():
+    """The tokens files of config activations.splits, in that order."""
+    return expand(
+        "results/tokens/{split}.parquet", split=config["activations"]["splits"]
+    )
+
+
+# --- stats (rules/stats.smk) ----------------------------------------------------------------------
+# Per-seed tidy tables results/stats/seed{seed}/{name}.parquet that rule aggregate_seeds turns into
+# results/stats/all_seeds/{name}.parquet (mean and CI across seeds). Other stats stages append
+# their table names here (in this file, so that the list is complete before the rules are read).
+STATS_TABLES = [
+    "cone_index",
+    "distribution",
+    "attention_patterns",
+    "domain_attention",
+    "directionality",
+]
+
+
+def stats_seed_tables(wildcards):
+    """Input of aggregate_seeds: results/stats/seed{seed}/{name}.parquet for every seed."""
+    return expand("results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=wildcards.name)
+
+
+def stats_outputs():
+    """Every per-seed and across-seed stats table, and the 2-D embeddings of every seed."""
+    tables = expand("results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=STATS_TABLES)
+    tables += expand("results/stats/all_seeds/{name}.parquet", name=STATS_TABLES)
+    return tables + expand("results/stats/seed{seed}/embedding_2d.parquet", seed=SEEDS)
+
+
+# --- attention patterns and directionality (rules/attention.smk) ---------------------------------
+def attention_outputs():
+    """The attention tables not aggregated by aggregate_seeds (labels, K90 samples, agreement)."""
+    per_seed = expand("results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=["gates", "k90"])
+    return per_seed + ["results/stats/all_seeds/gate_agreement.parquet"]
+
+
+# --- cluster execution (profiles/slurm) ----------------------------------------------------------
+# Rules run by the submitting machine itself under a cluster executor: seconds of work each, where a
+# queued job would wait longer than it runs, and the download (compute nodes often have no network).
+# The same as `localrules:`, which takes names only; rule `all` is always local.
+LOCAL_RULES = [
+    "download",
+    "aggregate_seeds",
+    "gate_agreement",
+    "metrics_table",
+    *(f"fig_{figure_id}" for figure_id in FIGURE_IDS),
+]
+workflow.localrules(*LOCAL_RULES)

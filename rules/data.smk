@@ -1,1 +1,46 @@
-# Stage: data. See src/bertgeom and README.md.
+# Stage: data. Genomes from config data.source (synthetic | ncbi | fasta), then the spike gene cut
+# out of each by alignment to the reference, with QC (src/bertgeom/data; README.md, "Data";
+# docs/outputs.md).
+
+
+rule download:
+    input:
+        unpack(download_inputs),
+    output:
+        fasta="results/data/genomes.fasta",
+        manifest="results/data/manifest.tsv",
+    log:
+        "logs/download/download.log",
+    benchmark:
+        "results/benchmarks/download/download.tsv"
+    conda:
+        "../envs/bertgeom.yaml"
+    params:
+        data=config["data"],
+        classes=config["classes"],
+        fasta=data_fasta_files(),
+        cache_dir="results/data/ncbi_cache",
+    script:
+        "../scripts/download.py"
+
+
+rule extract_spike:
+    input:
+        genomes="results/data/genomes.fasta",
+        manifest="results/data/manifest.tsv",
+        reference=resolve(config["data"]["reference"]),
+    output:
+        spike="results/data/spike.parquet",
+        qc="results/data/qc.tsv",
+    log:
+        "logs/extract_spike/extract_spike.log",
+    benchmark:
+        "results/benchmarks/extract_spike/extract_spike.tsv"
+    conda:
+        "../envs/bertgeom.yaml"
+    threads: 4
+    params:
+        qc=config["qc"],
+        classes=config["classes"],
+    script:
+        "../scripts/extract_spike.py"

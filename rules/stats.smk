@@ -1,1 +1,61 @@
-# Stage: stats. See src/bertgeom and README.md.
+# Stage: geometry statistics (cone index, data distribution, across-seed aggregation).
+# Library: src/bertgeom/stats/{cone,distribution,aggregate}.py; tables: README "Geometry statistics".
+
+
+rule cone_index:
+    """Per seed: the cone index (ours and reference-compatible) and the anisotropy measures beside
+    it, per sequence, class and test set, for every layer, stage, head and attention map."""
+    input:
+        summary="results/activations/seed{seed}/summary.parquet",
+        heads="results/activations/seed{seed}/heads.parquet",
+        attention_summary="results/activations/seed{seed}/attention_summary.parquet",
+        tokens="results/activations/seed{seed}/tokens.parquet",
+    output:
+        "results/stats/seed{seed}/cone_index.parquet",
+    log:
+        "logs/cone_index/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/cone_index/seed{seed}.tsv"
+    wildcard_constraints:
+        seed=r"\d+",
+    conda:
+        "../envs/bertgeom.yaml"
+    script:
+        "../scripts/cone_index.py"
+
+
+rule distribution:
+    """Per seed: PCA, linear probe, silhouette, norms and per-dimension moments of the [CLS] and
+    mean-pooled vectors per layer and stage; 2-D PCA and t-SNE coordinates for the scatter plots."""
+    input:
+        summary="results/activations/seed{seed}/summary.parquet",
+    output:
+        distribution="results/stats/seed{seed}/distribution.parquet",
+        embedding="results/stats/seed{seed}/embedding_2d.parquet",
+    log:
+        "logs/distribution/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/distribution/seed{seed}.tsv"
+    wildcard_constraints:
+        seed=r"\d+",
+    threads: 2
+    conda:
+        "../envs/bertgeom.yaml"
+    script:
+        "../scripts/distribution.py"
+
+
+rule aggregate_seeds:
+    """Any per-seed stats table (STATS_TABLES): mean and t interval at stats.ci across seeds."""
+    input:
+        stats_seed_tables,
+    output:
+        "results/stats/all_seeds/{name}.parquet",
+    log:
+        "logs/aggregate_seeds/{name}.log",
+    wildcard_constraints:
+        name=r"[A-Za-z0-9_]+",
+    conda:
+        "../envs/bertgeom.yaml"
+    script:
+        "../scripts/aggregate_seeds.py"

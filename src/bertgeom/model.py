@@ -1,0 +1,198 @@
+"""BERT sequence classifiers: architecture presets, scratch or pretrained initialisation, loading.
+
+The classifier is transformers' `BertForSequenceClassification` with `id2label` = the config's
+classes, so every saved model directory loads with `from_pretrained(dir)` (add
+`attn_implementation="eager"` to get attention matrices, as the activations stage does).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+log = logging.getLogger("bertgeom.model")
+
+# Architectures for `model.init: scratch`. `base` is bert-base (12 layers, 12 heads, 768) with its
+# dropouts. tiny/small drop attention-probability dropout: a dropout mask on the [batch, heads, L, L]
+# attention matrix forces SDPA onto its unfused path, which halves CPU training speed at L = 427
+# (measured; see README), and the synthetic classes need no such regularisation.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        attention_probs_dropout_prob=0.0,
+    ),
+    "small": dict(
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=512,
+        attention_probs_dropout_prob=0.0,
+    ),
+    "base": dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        attention_probs_dropout_prob=0.1,
+    ),
+}
+
+
+def label_maps(classes: list[str]) -> tuple[dict[int, str], dict[str, int]]:
+    """id2label and label2id for the config's classes (label = position in the list)."""
+    return dict(enumerate(classes)), {name: i for i, name in enumerate(classes)}
+
+
+def scratch_config(preset: str, classes: list[str], vocab_size: int, pad_id: int, max_length: int) -> BertConfig:
+    """A BertConfig for a preset, sized to the tokenizer (vocabulary, PAD id, input length)."""
+    if preset not in PRESETS:
+        raise ValueError(f"model.preset: unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    id2label, label2id = label_maps(classes)
+    return BertConfig(
+        vocab_size=vocab_size,
+        pad_token_id=pad_id,
+        max_position_embeddings=max_length,
+        num_labels=len(classes),
+        id2label=id2label,
+        label2id=label2id,
+        hidden_dropout_prob=0.1,
+        **PRESETS[preset],
+    )
+
+
+def build_model(model_cfg: dict, classes: list[str], tokenizer, seed: int, attn_implementation: str = "sdpa"):
+    """A fresh classifier for training, initialised from `seed`.
+
+    `model_cfg` is the config's `model` block. `tokenizer` is a `bertgeom.tokens.KmerTokenizer`
+    (len, pad_id, max_length, vocab). scratch: random weights of `model_cfg["preset"]`.
+    pretrained: the checkpoint `model_cfg["pretrained"]` (local directory or hub id) with a new
+    classification head and its word embeddings resized to len(tokenizer): rows of the original
+    vocabulary are kept as they are, the appended k-mer rows are drawn by transformers around the
+    mean of the old rows.
+    """
+    torch.manual_seed(seed)  # weight init and the new head/rows are drawn from the global generator
+    if model_cfg.get("init", "scratch") == "scratch":
+        config = scratch_config(model_cfg["preset"], classes, len(tokenizer), tokenizer.pad_id, tokenizer.max_length)
+        config._attn_implementation = attn_implementation
+        return BertForSequenceClassification(config)
+    return load_pretrained(model_cfg["pretrained"], classes, tokenizer, attn_implementation)
+
+
+def load_pretrained(source: str, classes: list[str], tokenizer, attn_implementation: str = "sdpa"):
+    """A pretrained BERT with a fresh `len(classes)`-way head, embeddings resized to the tokenizer."""
+    id2label, label2id = label_maps(classes)
+    try:
+        model = BertForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(classes),
+            id2label=id2label,
+            label2id=label2id,
+            attn_implementation=attn_implementation,
+        )
+    except OSError as err:
+        raise FileNotFoundError(
+            f"model.pretrained: cannot load a BERT checkpoint from {source!r} "
+            f"(a local directory with config.json and weights, or a hub id when online): {err}"
+        ) from None
+    check_pretrained_vocab(source, tokenizer, model.config)
+    old_rows = model.config.vocab_size
+    if len(tokenizer) < old_rows:
+        raise ValueError(
+            f"tokenizer has {len(tokenizer)} tokens but {source!r} has {old_rows}: the tokens stage must "
+            f"extend the pretrained vocabulary (config model.init: pretrained) before training"
+        )
+    if tokenizer.max_length > model.config.max_position_embeddings:
+        raise ValueError(
+            f"tokens.max_length {tokenizer.max_length} exceeds the {model.config.max_position_embeddings} "
+            f"positions of {source!r}"
+        )
+    model.resize_token_embeddings(len(tokenizer))
+    log.info("pretrained %s: vocabulary %d -> %d rows (original rows kept)", source, old_rows, len(tokenizer))
+    return model
+
+
+def check_pretrained_vocab(source: str, tokenizer, config: BertConfig) -> None:
+    """The tokenizer must keep every id of the checkpoint's own vocabulary (else rows would be misread)."""
+    if tokenizer.pad_id != config.pad_token_id:
+        raise ValueError(
+            f"tokenizer [PAD] id {tokenizer.pad_id} differs from {source!r} pad_token_id {config.pad_token_id}: "
+            f"build the tokens with model.init: pretrained and the same model.pretrained"
+        )
+    try:
+        base_vocab = AutoTokenizer.from_pretrained(source).get_vocab()
+    except (OSError, ValueError):
+        log.warning("no tokenizer found with %s; vocabulary ids not cross-checked", source)
+        return
+    moved = [token for token, index in base_vocab.items() if tokenizer.vocab.get(token) != index]
+    if moved:
+        raise ValueError(
+            f"tokenizer does not keep the vocabulary of {source!r}: {len(moved)} token(s) have other ids "
+            f"(e.g. {moved[:3]}); build the tokens with model.init: pretrained and the same model.pretrained"
+        )
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu", attn_implementation: str = "sdpa"):
+    """A trained classifier from a model directory, in eval mode on `device`."""
+    model_dir = Path(model_dir)
+    for name in ("config.json", "model.safetensors"):
+        if not (model_dir / name).is_file():
+            raise FileNotFoundError(f"{model_dir}: not a trained model directory (missing {name})")
+    model = BertForSequenceClassification.from_pretrained(model_dir, attn_implementation=attn_implementation)
+    return model.to(device).eval()
+
+
+def count_parameters(model: torch.nn.Module, embeddings: bool = True) -> int:
+    """Number of parameters; embeddings=False leaves out the word/position/type embedding tables."""
+    return sum(
+        p.numel() for name, p in model.named_parameters() if embeddings or ".embeddings." not in f".{name}"
+    )
+
+
+def trim_batch(ids: torch.Tensor, n_tokens: torch.Tensor, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut a padded batch to its longest real length; returns (input_ids, attention_mask).
+
+    ids: [batch, max_length] token ids, right-padded; n_tokens: [batch] real tokens per row.
+    Returns int64 [batch, L] and int64 [batch, L] with L = max(n_tokens) rounded up to `multiple`
+    (at most max_length). The PAD columns beyond L are masked out of every attention row, so
+    dropping them changes nothing but the time spent on them ([CLS] at position 0 feeds the head).
+    """
+    width = int(n_tokens.max())
+    width = min(ids.shape[1], -(-width // multiple) * multiple)
+    mask = torch.arange(width, device=n_tokens.device)[None, :] < n_tokens[:, None]
+    return ids[:, :width].long(), mask.long()
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on CUDA when asked; a no-op context on CPU (training stays fp32 there)."""
+    enabled = bf16 and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.inference_mode()
+def predict_probs(
+    model,
+    ids: torch.Tensor,
+    n_tokens: torch.Tensor,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+) -> torch.Tensor:
+    """Class probabilities, float32 [N, classes], for token ids [N, max_length] with n_tokens [N].
+
+    The model is put in eval mode (no dropout); batches are trimmed to their longest sequence.
+    """
+    device = torch.device(device)
+    model.eval()
+    out = []
+    for start in range(0, len(ids), batch_size):
+        batch_ids, mask = trim_batch(ids[start : start + batch_size], n_tokens[start : start + batch_size])
+        with autocast(device, bf16):
+            logits = model(input_ids=batch_ids.to(device), attention_mask=mask.to(device)).logits
+        out.append(torch.softmax(logits.float(), dim=-1).cpu())
+    return torch.cat(out) if out else torch.empty(0, model.config.num_labels)

@@ -1,0 +1,406 @@
+"""Per-seed training of the BERT variant classifier, on CPU or CUDA, resumable and reproducible.
+
+One call of `train_seed` trains one model (one seed) on results/tokens/train.parquet, checks it on
+val.parquet after every epoch, and writes results/models/seed{seed}/ (docs/outputs.md).
+
+Reproducibility: the seed fixes the initial weights, the dropout masks (torch's global generator)
+and the data order (a permutation per epoch drawn from numpy's SeedSequence([seed, epoch])); on
+CPU deterministic algorithms are enforced, so the same seed and thread count give bit-identical
+weights. A checkpoint (weights, AdamW moments, schedule position, RNG states, log so far) is
+written after every epoch under results/checkpoints/seed{seed}/ as safetensors + JSON; a rerun
+after a kill resumes from the last complete epoch and ends where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import f1_score
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from bertgeom import io
+from bertgeom.model import autocast, build_model, count_parameters, predict_probs, trim_batch
+
+log = logging.getLogger("bertgeom.train")
+
+LOG_COLUMNS = ["step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s"]
+
+
+@dataclass
+class Split:
+    """One tokenized split in memory: ids int32 [N, max_length], n_tokens/labels int64 [N]."""
+
+    ids: torch.Tensor
+    n_tokens: torch.Tensor
+    labels: torch.Tensor
+    seq_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.seq_ids)
+
+
+def load_split(path: str | Path, n_classes: int) -> Split:
+    """A tokens parquet (docs/outputs.md: seq_id, label, input_ids, n_tokens) as tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: tokens file not found (run the tokens stage first)")
+    table = pq.read_table(path)
+    missing = {"seq_id", "label", "input_ids", "n_tokens"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}; expected the tokens format of docs/outputs.md")
+    ids = io.to_matrix(table["input_ids"])
+    n_tokens = table["n_tokens"].to_numpy().astype(np.int64)
+    labels = table["label"].to_numpy().astype(np.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"{path}: labels must lie in 0..{n_classes - 1} (config classes), found {labels.min()}..{labels.max()}")
+    if len(n_tokens) and (n_tokens.min() < 2 or n_tokens.max() > ids.shape[1]):
+        raise ValueError(f"{path}: n_tokens must lie in 2..{ids.shape[1]} (max_length), found {n_tokens.min()}..{n_tokens.max()}")
+    return Split(
+        torch.from_numpy(np.array(ids, dtype=np.int32, order="C")),  # a writable copy
+        torch.from_numpy(n_tokens),
+        torch.from_numpy(labels),
+        table["seq_id"].to_pylist(),
+    )
+
+
+def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The row indices of each batch of `epoch`: a permutation fixed by (seed, epoch) alone.
+
+    Independent of any generator state, so a resumed run sees exactly the batches it would have seen.
+    The last batch may be smaller (nothing is dropped).
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device: cuda requested but torch sees no CUDA device")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def configure_torch(device: torch.device, threads: int, deterministic: bool) -> None:
+    """Threads on CPU; TF32 matmuls on CUDA; deterministic algorithms (strict on CPU)."""
+    torch.set_num_threads(max(1, threads))
+    if device.type == "cuda":
+        # TF32 for the fp32 matmuls left outside bf16 autocast: ~8x the fp32 rate, 10-bit mantissa
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # CUDA's fused attention backward has no deterministic variant: warn there instead of failing.
+    torch.use_deterministic_algorithms(deterministic, warn_only=device.type == "cuda")
+
+
+def make_optimizer(model: torch.nn.Module, train_cfg: dict, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; biases and LayerNorm weights are not decayed (as transformers.Trainer does)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": train_cfg["weight_decay"]},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=train_cfg["lr"], eps=train_cfg["eps"], fused=device.type == "cuda")
+
+
+def training_steps(n_train: int, train_cfg: dict) -> tuple[int, int]:
+    """(total optimiser steps, warm-up steps) as transformers.Trainer counts them."""
+    total = math.ceil(n_train / train_cfg["batch_size"]) * train_cfg["epochs"]
+    return total, math.ceil(train_cfg["warmup_ratio"] * total)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: epoch{e}.safetensors (tensors) + epoch{e}.json (everything else), JSON written last.
+
+
+def save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, state: dict) -> None:
+    """Write the state after `epoch` (1-based) and drop older checkpoints."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    optim = optimizer.state_dict()
+    for index, slots in optim["state"].items():
+        for key, value in slots.items():
+            tensors[f"optim.{index}.{key}"] = value.detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = rng
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    weights = ckpt_dir / f"epoch{epoch}.safetensors"
+    with io.atomic_path(weights, ".safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    meta = {
+        **state,
+        "epoch": epoch,
+        "param_groups": optim["param_groups"],
+        "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
+        "weights_sha256": io.sha256_file(weights),
+    }
+    io.write_json(ckpt_dir / f"epoch{epoch}.json", meta)
+    for old in ckpt_dir.glob("epoch*.*"):
+        if old.stem != f"epoch{epoch}":
+            old.unlink()
+
+
+def load_checkpoint(ckpt_dir: Path, fingerprint: str, model, optimizer, scheduler) -> dict | None:
+    """Restore the latest complete checkpoint made with the same fingerprint; None if there is none."""
+    metas = sorted(ckpt_dir.glob("epoch*.json"), key=lambda p: int(p.stem[5:])) if ckpt_dir.is_dir() else []
+    if not metas:
+        return None
+    meta = json.loads(metas[-1].read_text())
+    weights = metas[-1].with_suffix(".safetensors")
+    if meta.get("fingerprint") != fingerprint:
+        log.warning("%s: checkpoint from another configuration or data; starting afresh", metas[-1])
+        return None
+    if not weights.is_file() or io.sha256_file(weights) != meta["weights_sha256"]:
+        log.warning("%s: checkpoint weights missing or damaged; starting afresh", weights)
+        return None
+    tensors = load_file(str(weights))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    slots: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            slots.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
+    scheduler.load_state_dict({**meta["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    log.info("resuming from %s (epoch %d of the run done)", metas[-1], meta["epoch"])
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+
+
+def train_step(model, optimizer, scheduler, ids, mask, labels, grad_clip: float, device, bf16: bool):
+    """One AdamW step on one batch; returns (loss, grad_norm) as 0-d tensors (no host sync)."""
+    with autocast(device, bf16):
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    loss = F.cross_entropy(logits.float(), labels)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach(), grad_norm.detach()
+
+
+def validate(model, split: Split, batch_size: int, device, bf16: bool) -> dict:
+    """Loss, accuracy and macro-F1 of the model on a split (eval mode; back to train mode after)."""
+    if not len(split):
+        return {}
+    probs = predict_probs(model, split.ids, split.n_tokens, batch_size, device, bf16)
+    model.train()
+    pred = probs.argmax(1).numpy()
+    labels = split.labels.numpy()
+    nll = F.nll_loss(torch.log(probs.clamp_min(1e-12)), split.labels).item()
+    return {
+        "val_loss": nll,
+        "val_accuracy": float((pred == labels).mean()),
+        "val_macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0)),
+    }
+
+
+def fit(
+    model,
+    train: Split,
+    val: Split,
+    train_cfg: dict,
+    seed: int,
+    device: torch.device,
+    ckpt_dir: Path,
+    fingerprint: str,
+) -> dict:
+    """Train `model` in place for train_cfg["epochs"] epochs; returns the run's record.
+
+    The record has `log` (one dict per step, LOG_COLUMNS), `epochs` (validation after each epoch),
+    `resumed_from_epoch`, `steps`. Batches are trimmed to their longest real sequence (rounded to
+    a multiple of 8 on CUDA for tensor-core shapes).
+    """
+    batch_size, epochs = train_cfg["batch_size"], train_cfg["epochs"]
+    bf16, log_every = train_cfg["bf16"], train_cfg["log_every"]
+    multiple = 8 if device.type == "cuda" else 1
+    optimizer = make_optimizer(model, train_cfg, device)
+    total, warmup = training_steps(len(train), train_cfg)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+    record = {"log": [], "epochs": [], "resumed_from_epoch": 0, "fingerprint": fingerprint}
+    resumed = load_checkpoint(ckpt_dir, fingerprint, model, optimizer, scheduler)
+    if resumed:
+        record.update(log=resumed["log"], epochs=resumed["epochs"], resumed_from_epoch=resumed["epoch"])
+    step = len(record["log"])
+    forward = torch.compile(model) if train_cfg["compile"] and device.type == "cuda" else model
+    pin = device.type == "cuda"
+    log.info("training %d sequences, %d steps (%d warm-up), batch %d, %d epochs on %s", len(train), total, warmup, batch_size, epochs, device)
+    model.train()
+    bar = tqdm(total=total, initial=step, desc=f"seed {seed}", unit="step", disable=None, mininterval=2)
+    start = time.perf_counter() - (record["log"][-1]["elapsed_s"] if record["log"] else 0.0)
+    for epoch in range(record["resumed_from_epoch"] + 1, epochs + 1):
+        pending: list[tuple] = []
+        mark = time.perf_counter()
+        for batch in batch_order(len(train), batch_size, seed, epoch):
+            rows = torch.from_numpy(batch)
+            ids, mask = trim_batch(train.ids[rows], train.n_tokens[rows], multiple)
+            labels = train.labels[rows]
+            if pin:
+                ids, mask, labels = ids.pin_memory(), mask.pin_memory(), labels.pin_memory()
+            ids, mask, labels = (t.to(device, non_blocking=True) for t in (ids, mask, labels))
+            lr = scheduler.get_last_lr()[0]
+            loss, grad_norm = train_step(forward, optimizer, scheduler, ids, mask, labels, train_cfg["grad_clip"], device, bf16)
+            step += 1
+            pending.append((step, epoch, loss, lr, grad_norm, int(train.n_tokens[rows].sum())))
+            bar.update()
+            if len(pending) == log_every:
+                mark = _flush(pending, record["log"], mark, start, bar)
+        if pending:
+            _flush(pending, record["log"], mark, start, bar)
+        record["epochs"].append({"epoch": epoch, "step": step, **validate(model, val, train_cfg["eval_batch_size"], device, bf16)})
+        log.info("epoch %d/%d: %s", epoch, epochs, _fmt(record["epochs"][-1]))
+        save_checkpoint(ckpt_dir, epoch, model, optimizer, scheduler, {k: record[k] for k in ("log", "epochs", "fingerprint")})
+    bar.close()
+    record["steps"] = step
+    return record
+
+
+def _flush(pending: list[tuple], rows: list[dict], mark: float, start: float, bar) -> float:
+    """Turn pending steps into log rows (one host sync per interval) and log the interval."""
+    losses = torch.stack([p[2] for p in pending]).float().tolist()
+    norms = torch.stack([p[4] for p in pending]).float().tolist()
+    now = time.perf_counter()
+    tokens = sum(p[5] for p in pending)
+    rate = tokens / max(now - mark, 1e-9)
+    for (step, epoch, _, lr, _, n), loss, norm in zip(pending, losses, norms):
+        rows.append(dict(step=step, epoch=epoch, loss=loss, lr=lr, grad_norm=norm, tokens=n, tokens_per_s=rate, elapsed_s=now - start))
+    last = rows[-1]
+    bar.set_postfix(loss=f"{np.mean(losses):.4f}", tok_s=f"{rate:.0f}")
+    log.info("step %d epoch %d loss %.4f lr %.3g grad_norm %.3f %.0f tokens/s", last["step"], last["epoch"], np.mean(losses), last["lr"], last["grad_norm"], rate)
+    pending.clear()
+    return now
+
+
+def _fmt(d: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in d.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# One seed, end to end.
+
+
+def train_seed(
+    config: dict,
+    seed: int,
+    tokens_dir: str | Path,
+    out_dir: str | Path,
+    ckpt_dir: str | Path,
+    threads: int = 1,
+) -> dict:
+    """Train the model of one seed from results/tokens into `out_dir`; returns training_info.
+
+    `config` is the validated workflow config (blocks `classes`, `model`, `train`). Writes
+    model.safetensors, config.json, the tokenizer files, train_log.csv and training_info.json
+    into out_dir (each atomically), then removes `ckpt_dir`.
+    """
+    from bertgeom.tokens import KmerTokenizer
+
+    tokens_dir, out_dir, ckpt_dir = Path(tokens_dir), Path(out_dir), Path(ckpt_dir)
+    classes, train_cfg = config["classes"], config["train"]
+    device = select_device(train_cfg["device"])
+    configure_torch(device, threads, train_cfg["deterministic"])
+    tokenizer = KmerTokenizer.load(tokens_dir)
+    train = load_split(tokens_dir / "train.parquet", len(classes))
+    val = load_split(tokens_dir / "val.parquet", len(classes))
+    if not len(train):
+        raise ValueError(f"{tokens_dir / 'train.parquet'}: no training sequences")
+    fingerprint = io.config_hash(
+        {
+            "classes": classes,
+            "model": config["model"],
+            "train": {k: v for k, v in train_cfg.items() if k not in ("seeds", "log_every", "eval_batch_size")},
+            "seed": seed,
+            "device": device.type,
+            "train_sha256": io.sha256_file(tokens_dir / "train.parquet"),
+            "vocab": len(tokenizer),
+        }
+    )
+    model = build_model(config["model"], classes, tokenizer, seed).to(device)
+    log.info(
+        "seed %d: %s model, %d parameters (%d outside the embeddings), vocabulary %d",
+        seed, config["model"]["init"], count_parameters(model), count_parameters(model, embeddings=False), len(tokenizer),
+    )
+    began = time.perf_counter()
+    record = fit(model, train, val, train_cfg, seed, device, ckpt_dir, fingerprint)
+    info = {
+        "seed": seed,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "deterministic": train_cfg["deterministic"],
+        "n_train": len(train),
+        "n_val": len(val),
+        "steps": record["steps"],
+        "resumed_from_epoch": record["resumed_from_epoch"],
+        "wall_s_this_run": time.perf_counter() - began,
+        "train_tokens_per_s": _mean_rate(record["log"]),
+        "parameters": count_parameters(model),
+        "epochs": record["epochs"],
+        "fingerprint": record["fingerprint"],
+        "config_sha256": io.config_hash(config),
+        "config": config,
+        "versions": io.package_versions(),
+    }
+    save_model_dir(model, tokenizer, out_dir, record["log"], info)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return info
+
+
+def _mean_rate(rows: list[dict]) -> float:
+    """Real tokens per second over the whole run (from the per-step log)."""
+    return sum(r["tokens"] for r in rows) / rows[-1]["elapsed_s"] if rows else float("nan")
+
+
+def save_model_dir(model, tokenizer, out_dir: Path, log_rows: list[dict], info: dict) -> None:
+    """Model, tokenizer, train_log.csv and training_info.json, each file renamed into place when complete."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".save-") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save(tmp)
+        for path in Path(tmp).iterdir():
+            os.replace(path, out_dir / path.name)
+    with io.atomic_path(out_dir / "train_log.csv", ".csv") as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+            writer.writeheader()
+            writer.writerows(log_rows)
+    io.write_json(out_dir / "training_info.json", info)
+
+
+def run(snakemake) -> None:
+    """Snakemake entry point (scripts/train.py)."""
+    with io.job_log(snakemake.log[0]):
+        out_dir = Path(snakemake.output["model"]).parent
+        train_seed(
+            snakemake.config,
+            int(snakemake.wildcards.seed),
+            Path(snakemake.input["train"]).parent,
+            out_dir,
+            Path(snakemake.params["checkpoints"]),
+            threads=snakemake.threads,
+        )

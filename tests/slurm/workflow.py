@@ -1,0 +1,128 @@
+"""Helpers of tests/test_slurm.py: the profile as Snakemake reads it, resources fitted to the test
+node, the jobs of a Snakemake log, and the comparison of two results/ trees."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[2]
+PROFILE = ROOT / "profiles" / "slurm" / "profile.yaml"
+GPU_RULES = ("train", "dump_activations")
+
+
+def read_profile(path: Path = PROFILE) -> dict:
+    """The profile as Snakemake turns it into command-line arguments (YTE evaluated, blocks as
+    lists like ["mem_mb=8000"] or ["train:gpu=1"]); reads the environment as Snakemake would."""
+    from snakemake.profiles import ProfileConfigFileParser
+
+    with open(path) as stream:
+        return dict(ProfileConfigFileParser().parse(stream))
+
+
+def parse_assignments(entries: list[str]) -> dict[str, dict[str, str]]:
+    """["train:gpu=1", "mem_mb=8000"] -> {"train": {"gpu": "1"}, "": {"mem_mb": "8000"}}."""
+    out: dict[str, dict[str, str]] = {}
+    for entry in entries:
+        key, value = entry.split("=", 1)
+        rule, _, name = key.rpartition(":")
+        out.setdefault(rule, {})[name] = value
+    return out
+
+
+def fit_to_node(entries: list[str], cpus: int, mem_mb: int) -> list[str]:
+    """Resource assignments capped to a node with `cpus` CPUs and `mem_mb` MB (and one GPU), so
+    that SLURM can start every job there; everything else is passed through unchanged."""
+    caps = {"mem_mb": mem_mb, "cpus_per_gpu": cpus, "cpus_per_task": cpus, "gpu": 1}
+    fitted = []
+    for entry in entries:
+        key, value = entry.split("=", 1)
+        name = key.rpartition(":")[2]
+        if name in caps and value.isdigit():
+            value = str(min(int(value), caps[name]))
+        fitted.append(f"{key}={value}")
+    return fitted
+
+
+def local_rules(common: Path = ROOT / "rules" / "common.smk") -> set[str]:
+    """LOCAL_RULES of rules/common.smk, figure rules expanded from FIGURE_IDS."""
+    text = common.read_text()
+    figure_ids = ast.literal_eval(re.search(r"^FIGURE_IDS = (\[.*?\])", text, re.M | re.S).group(1))
+    block = re.search(r"^LOCAL_RULES = \[(.*?)\]", text, re.M | re.S).group(1)
+    names = set(re.findall(r'^\s*"(\w+)",', block, re.M))
+    if "FIGURE_IDS" in block:
+        names |= {f"fig_{figure_id}" for figure_id in figure_ids}
+    return names
+
+
+@dataclass
+class Job:
+    jobid: int
+    rule: str
+    local: bool
+    slurm_id: str | None = None
+    slurm_log: Path | None = None
+
+
+def jobs_from_log(text: str) -> tuple[str | None, dict[int, Job]]:
+    """(SLURM run id, {snakemake jobid: Job}) from the output of a Snakemake run."""
+    run_id = re.search(r"^SLURM run ID: (\S+)", text, re.M)
+    jobs: dict[int, Job] = {}
+    for match in re.finditer(r"^(local)?rule (\w+):\n(?:    .*\n)*?    jobid: (\d+)$", text, re.M):
+        jobid = int(match.group(3))
+        jobs[jobid] = Job(jobid=jobid, rule=match.group(2), local=bool(match.group(1)))
+    submitted = re.finditer(r"^Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.$", text, re.M)
+    for match in submitted:
+        job = jobs[int(match.group(1))]
+        if job.slurm_id is not None:
+            raise AssertionError(f"job {job.jobid} ({job.rule}) was submitted twice")
+        job.slurm_id, job.slurm_log = match.group(2), Path(match.group(3))
+    return (run_id.group(1) if run_id else None), jobs
+
+
+def controller_jobs(scontrol_output: str) -> dict[str, dict[str, str]]:
+    """`scontrol show job --oneliner` -> {job id: {field: value}}."""
+    records = {}
+    for line in scontrol_output.splitlines():
+        fields = dict(re.findall(r"(\S+?)=(\S*)", line))
+        if "JobId" in fields:
+            records[fields["JobId"]] = fields
+    return records
+
+
+# Files that differ between two correct runs and why; compared by presence only.
+VOLATILE = {
+    ".png": "matplotlib output, compared by presence",
+    ".pdf": "embeds its creation date",
+    ".html": "embeds timestamps",
+}
+VOLATILE_DIRS = ("results/benchmarks/",)  # run times
+
+
+def result_files(workdir: Path) -> set[str]:
+    """Paths (relative to workdir) of every file under results/, temporary files excluded."""
+    return {
+        str(path.relative_to(workdir))
+        for path in (workdir / "results").rglob("*")
+        if path.is_file() and not path.name.startswith(".")
+    }
+
+
+def differences(a: Path, b: Path, files: set[str]) -> list[str]:
+    """The files of `files` whose content differs between work dirs a and b. Parquet: the tables
+    (schema and rows, not the file bytes); volatile files: presence only; the rest: bytes."""
+    differing = []
+    for name in sorted(files):
+        if name.startswith(VOLATILE_DIRS) or Path(name).suffix in VOLATILE:
+            continue
+        if name.endswith(".parquet"):
+            same = pq.read_table(a / name).equals(pq.read_table(b / name))
+        else:
+            same = (a / name).read_bytes() == (b / name).read_bytes()
+        if not same:
+            differing.append(name)
+    return differing

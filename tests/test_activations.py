@@ -1,0 +1,518 @@
+"""bertgeom.activations: exact per-head tensors, PAD-free statistics, Parquet round trip, DuckDB.
+
+A tiny BertForSequenceClassification (hidden 32, 2 layers, 2 heads, max_length 64) is trained for
+a few steps on synthetic token sequences whose class shows in the tokens, saved with
+save_pretrained, and dumped once per session.
+"""
+
+import copy
+import math
+import subprocess
+import sys
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from snakemake.utils import validate
+
+from bertgeom import activations as act
+from bertgeom import io
+
+MAX_LENGTH = 64
+HIDDEN, HEADS, LAYERS = 32, 2, 2
+D_HEAD = HIDDEN // HEADS
+PAD, CLS, SEP, FIRST_KMER, VOCAB = 0, 2, 3, 5, 60
+N_SEQS = 20
+
+
+@pytest.fixture(scope="module")
+def config(root):
+    """config/tiny.yaml with the schema's defaults filled in, small batches, every sequence in the subset."""
+    cfg = yaml.safe_load((root / "config" / "tiny.yaml").read_text())
+    validate(cfg, str(root / "config" / "config.schema.yaml"))
+    cfg["activations"].update(batch_size=3, subset_per_class=100, device="cpu")
+    return cfg
+
+
+def make_tokens(path, classes, seed=0, pad_id=PAD, width=MAX_LENGTH):
+    """A tokens parquet as the tokens stage writes it: class c uses k-mer ids from its own range."""
+    rng = np.random.default_rng(seed)
+    rows = {"seq_id": [], "class": [], "label": [], "lineage": [], "input_ids": [], "n_tokens": []}
+    per = (VOCAB - FIRST_KMER) // len(classes)
+    for i in range(N_SEQS):
+        label = i % len(classes)
+        n = int(rng.integers(12, 52))  # never the full 64: the PAD tests cut the padding to 52
+        ids = np.full(MAX_LENGTH, pad_id, dtype=np.int32)
+        ids[0], ids[n - 1] = CLS, SEP
+        own = rng.integers(FIRST_KMER + label * per, FIRST_KMER + (label + 1) * per, n - 2)
+        mixed = rng.integers(FIRST_KMER, VOCAB, n - 2)
+        ids[1 : n - 1] = np.where(rng.random(n - 2) < 0.7, own, mixed)
+        rows["seq_id"].append(f"synthetic-{classes[label]}-{i:03d}")
+        rows["class"].append(classes[label])
+        rows["label"].append(label)
+        rows["lineage"].append("x")
+        rows["input_ids"].append(ids[:width])
+        rows["n_tokens"].append(n)
+    table = pa.table(
+        {
+            **{k: v for k, v in rows.items() if k != "input_ids"},
+            "label": pa.array(rows["label"], pa.int16()),
+            "n_tokens": pa.array(rows["n_tokens"], pa.int32()),
+            "input_ids": io.fixed_size_list(np.stack(rows["input_ids"]), pa.int32()),
+        }
+    )
+    io.write_parquet(table, path)
+    return table
+
+
+def real_mask_np(n, width=MAX_LENGTH):
+    return np.arange(width)[None, :] < np.asarray(n)[:, None]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, config):
+    """A tiny BERT classifier, trained for a few steps so attention is not uniform, saved to disk."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    classes = config["classes"]
+    bert_config = BertConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        intermediate_size=64, max_position_embeddings=MAX_LENGTH, initializer_range=0.2,
+        id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)},
+        attn_implementation="eager",
+    )  # fmt: skip
+    model = BertForSequenceClassification(bert_config)
+    base = tmp_path_factory.mktemp("model")
+    table = make_tokens(base / "train.parquet", classes, seed=1)
+    ids = torch.from_numpy(io.to_matrix(table.column("input_ids")).astype(np.int64))
+    mask = torch.from_numpy(real_mask_np(table.column("n_tokens").to_numpy())).long()
+    labels = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(15):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    model.save_pretrained(base / "seed0")
+    return base / "seed0"
+
+
+def run_dump(tmp, model_dir, config, tokens_path):
+    outputs = {name: tmp / f"{name}.parquet" for name in act.OUTPUT_FILES}
+    act.dump(model_dir, {"test": tokens_path}, outputs, config)
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def dumped(tmp_path_factory, model_dir, config):
+    tmp = tmp_path_factory.mktemp("dump")
+    tokens = make_tokens(tmp / "test.parquet", config["classes"])
+    return run_dump(tmp, model_dir, config, tmp / "test.parquet"), tokens
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return act.load_model(model_dir)
+
+
+def batch_inputs(tokens, rows=slice(0, 6)):
+    ids = torch.from_numpy(io.to_matrix(tokens.column("input_ids")).astype(np.int64))[rows]
+    n = torch.from_numpy(tokens.column("n_tokens").to_numpy().astype(np.int64))[rows]
+    return ids, n, act.real_mask(n, ids.shape[1]).long()
+
+
+# --- exactness --------------------------------------------------------------------------------
+
+
+def test_captured_tensors_equal_transformers_outputs(model, dumped):
+    ids, n, mask = batch_inputs(dumped[1])
+    logits, cap = act.capture_batch(model, ids, mask)
+    with torch.inference_mode():
+        ref = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert sorted(cap) == sorted(act.hook_names(LAYERS))
+    torch.testing.assert_close(logits, ref.logits, atol=1e-5, rtol=0)
+    for i in range(LAYERS):
+        torch.testing.assert_close(cap[f"layer.{i}.attn"], ref.attentions[i], atol=1e-5, rtol=0)
+        torch.testing.assert_close(cap[f"layer.{i}.input"], ref.hidden_states[i], atol=1e-5, rtol=0)
+        torch.testing.assert_close(cap[f"layer.{i}.output"], ref.hidden_states[i + 1], atol=1e-5, rtol=0)
+    # Masked: real query rows put all their mass on real keys.
+    attn = cap["layer.0.attn"]
+    real = act.real_mask(n, ids.shape[1])
+    assert float(attn.masked_fill(real[:, None, None, :], 0).abs().max()) == 0.0
+    torch.testing.assert_close(attn.sum(-1), torch.ones_like(attn.sum(-1)))
+
+
+def layer_norm(x, module):
+    """LayerNorm written out: (x - mean) / sqrt(var + eps) * gamma + beta."""
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + module.eps) * module.weight + module.bias
+
+
+@torch.no_grad()
+def test_stages_recomputed_from_weights(model, dumped):
+    """Per-head Q/K/V from the ROW slices of W with biases, masked A, Z = A V, W_O, LayerNorms, FFN."""
+    ids, n, mask = batch_inputs(dumped[1])
+    _, cap = act.capture_batch(model, ids, mask)
+    neg = torch.where(mask.bool(), 0.0, -torch.inf)[:, None, :]  # [batch, 1, key]
+    for i, block in enumerate(model.bert.encoder.layer):
+        x = cap[f"layer.{i}.input"]
+        sa, so = block.attention.self, block.attention.output
+        heads = []
+        for h in range(HEADS):
+            rows = slice(h * D_HEAD, (h + 1) * D_HEAD)
+            q = x @ sa.query.weight[rows].T + sa.query.bias[rows]
+            k = x @ sa.key.weight[rows].T + sa.key.bias[rows]
+            v = x @ sa.value.weight[rows].T + sa.value.bias[rows]
+            for name, mine in (("q", q), ("k", k), ("v", v)):
+                torch.testing.assert_close(cap[f"layer.{i}.{name}"][..., rows], mine, atol=1e-5, rtol=0)
+            a = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(D_HEAD) + neg, dim=-1)
+            torch.testing.assert_close(cap[f"layer.{i}.attn"][:, h], a, atol=1e-5, rtol=0)
+            z = a @ v
+            torch.testing.assert_close(cap[f"layer.{i}.context"][..., rows], z, atol=1e-5, rtol=0)
+            heads.append(z)
+        attn_output = torch.cat(heads, -1) @ so.dense.weight.T + so.dense.bias
+        torch.testing.assert_close(cap[f"layer.{i}.attn_output"], attn_output, atol=1e-5, rtol=0)
+        attn_ln = layer_norm(attn_output + x, so.LayerNorm)
+        torch.testing.assert_close(cap[f"layer.{i}.attn_ln"], attn_ln, atol=1e-5, rtol=0)
+        hidden = attn_ln @ block.intermediate.dense.weight.T + block.intermediate.dense.bias
+        gelu = 0.5 * hidden * (1 + torch.erf(hidden / math.sqrt(2)))
+        ffn = gelu @ block.output.dense.weight.T + block.output.dense.bias
+        torch.testing.assert_close(cap[f"layer.{i}.ffn"], ffn, atol=1e-5, rtol=0)
+        torch.testing.assert_close(cap[f"layer.{i}.output"], layer_norm(ffn + attn_ln, block.output.LayerNorm), atol=1e-5, rtol=0)
+
+
+def test_capture_refuses_sdpa_and_training_mode(model_dir):
+    from transformers import BertForSequenceClassification
+
+    sdpa = BertForSequenceClassification.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+    with pytest.raises(ValueError, match="eager"):
+        with act.capture(sdpa, lambda *a: None):
+            pass
+    eager = act.load_model(model_dir).train()
+    with pytest.raises(ValueError, match="eval"):
+        with act.capture(eager, lambda *a: None):
+            pass
+
+
+# --- reductions: known answers ----------------------------------------------------------------
+
+
+def test_attention_stats_known_answers():
+    n = torch.tensor([6, 4])
+    length = 8
+    real = act.real_mask(n, length)
+    eye = torch.eye(length).expand(2, length, length)
+    uniform = real[:, None, :].float().expand(2, length, length) / n[:, None, None]
+    prev = torch.zeros(2, length, length)
+    prev[:, 0, 0] = 1  # [CLS] has no previous token: it attends to itself
+    prev[:, torch.arange(1, length), torch.arange(length - 1)] = 1
+    # One head each: self (instance), uniform (open), previous token (backward).
+    attn = torch.stack([eye, uniform, prev], dim=1)  # [batch, heads, query, key]
+    attn = attn * real[:, None, None, :]  # PAD keys get no mass, as in BERT
+    attn[:, :, :, :] = attn / attn.sum(-1, keepdim=True).clamp_min(1e-30)
+    stats = act.attention_stats(attn, n)
+    get = {name: stats[..., i] for i, name in enumerate(act.ATTENTION_MEASURES)}
+    nf = n.float()
+    torch.testing.assert_close(get["mass_self"][:, 0], torch.ones(2))
+    torch.testing.assert_close(get["entropy"][:, 0], torch.zeros(2))
+    torch.testing.assert_close(get["k90"][:, 0], torch.ones(2))
+    torch.testing.assert_close(get["attn_cone"][:, 0], nf.sqrt() / nf)  # orthogonal rows
+    torch.testing.assert_close(get["entropy"][:, 1], torch.ones(2))  # uniform rows: H = log n
+    torch.testing.assert_close(get["k90"][:, 1], torch.ceil(0.9 * nf))
+    torch.testing.assert_close(get["mass_cls"][:, 1], 1 / nf)
+    torch.testing.assert_close(get["mass_sep"][:, 1], 1 / nf)
+    torch.testing.assert_close(get["attn_cone"][:, 1], torch.ones(2))  # identical rows
+    torch.testing.assert_close(get["col_top5"][:, 1], torch.minimum(nf - 2, torch.tensor(5.0)) / nf)
+    torch.testing.assert_close(get["mass_prev"][:, 2], (nf - 1) / nf)  # row 0 has no previous key
+    torch.testing.assert_close(get["mass_next"][:, 2], torch.zeros(2))
+    torch.testing.assert_close(get["k90_q50"][:, 2], torch.ones(2))
+    # Reference-compatible: all 8 rows; PAD rows of the identity head are unit vectors e_q too,
+    # but masked to zero here, so they add nothing; the uniform head's 8 rows are identical.
+    torch.testing.assert_close(get["attn_cone_ref"][:, 1], torch.full((2,), 8.0))
+
+
+def test_vector_stats_exclude_pad_and_match_numpy():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 10, 4, generator=gen)
+    n = torch.tensor([10, 5, 2])
+    real = act.real_mask(n, 10)
+    stats = act.vector_stats(x, real)
+    changed = torch.where(real[..., None], x, torch.randn(3, 10, 4, generator=gen) * 100)
+    again = act.vector_stats(changed, real)
+    for name in ("sum_unit", "mean_vec", "sum_sq_norm"):
+        torch.testing.assert_close(stats[name], again[name])
+    assert not torch.allclose(stats["cone_ref"][1:], again["cone_ref"][1:])  # PAD rows are in cone_ref
+    for b, m in enumerate(n.tolist()):
+        v = x[b, :m].numpy().astype(np.float64)
+        np.testing.assert_allclose(stats["sum_unit"][b], (v / np.linalg.norm(v, axis=1, keepdims=True)).sum(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(stats["mean_vec"][b], v.mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(stats["sum_sq_norm"][b], (v**2).sum(), rtol=1e-6)
+    # Per-head groups: [batch, seq, heads, width] -> [batch, heads, width], each head normalised alone.
+    heads = act.vector_stats(x.view(3, 10, 2, 2), real)
+    torch.testing.assert_close(heads["sum_unit"][:, 1], act.vector_stats(x[..., 2:], real)["sum_unit"])
+
+
+def test_subset_ids_first_by_seq_id_within_class():
+    index = pa.table({"seq_id": ["b2", "a9", "a1", "c1", "b1"], "label": [1, 0, 0, 2, 1]})
+    assert act.subset_ids(index, 1) == {"a1", "b1", "c1"}
+    assert act.subset_ids(index, 2) == {"a1", "a9", "b1", "b2", "c1"}
+    assert act.subset_ids(index, 0) == set()
+
+
+# --- the dump ---------------------------------------------------------------------------------
+
+
+def test_files_round_trip_through_pyarrow(dumped, model, model_dir, config):
+    outputs, tokens = dumped
+    n_tokens = dict(zip(tokens.column("seq_id").to_pylist(), tokens.column("n_tokens").to_pylist()))
+    expected_rows = {
+        "summary": N_SEQS * LAYERS * len(act.STAGES),
+        "heads": N_SEQS * LAYERS * HEADS * len(act.HEAD_STAGES),
+        "attention_summary": N_SEQS * LAYERS * HEADS,
+        "tokens": sum(n_tokens.values()) * LAYERS * len(act.STAGES),
+        "attention": N_SEQS * LAYERS * HEADS,
+        "class_attention": len(config["classes"]) * LAYERS * HEADS,
+    }
+    schemas = act.schemas(HIDDEN, D_HEAD)
+    for name, path in outputs.items():
+        table = pq.read_table(path)
+        assert table.num_rows == expected_rows[name], name
+        assert table.schema.remove_metadata() == schemas[name], name
+        meta = io.read_metadata(path)
+        assert meta["model_sha256"] == io.model_hash(model_dir)
+        assert meta["config_sha256"] == io.config_hash(config)
+        assert meta["file"] == name and meta["layers"] == LAYERS
+        assert pq.read_metadata(path).row_group(0).column(0).compression == "ZSTD"
+    summary = pq.read_table(outputs["summary"]).to_pandas()
+    assert (summary["n"] == summary["seq_id"].map(n_tokens)).all()
+    assert list(summary["stage"][: len(act.STAGES)]) == list(act.STAGES)
+    # pred / correct agree with the model's own logits
+    ids, n, mask = batch_inputs(tokens, slice(None))
+    with torch.inference_mode():
+        preds = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).numpy()
+    by_seq = summary.groupby("seq_id", sort=False)[["pred", "label", "correct"]].first()
+    np.testing.assert_array_equal(by_seq["pred"].to_numpy(), preds)
+    assert (by_seq["correct"] == (by_seq["pred"] == by_seq["label"])).all()
+    assert 0 < by_seq["correct"].sum()
+
+
+def test_summary_equals_statistics_of_captured_tensors(dumped, model):
+    """Spot check of the stored numbers against the captured layer outputs (fp32)."""
+    outputs, tokens = dumped
+    ids, n, mask = batch_inputs(tokens, slice(0, 4))
+    _, cap = act.capture_batch(model, ids, mask)
+    summary = pq.read_table(outputs["summary"], filters=[("layer", "=", 1), ("stage", "=", "output")])
+    seq_ids = tokens.column("seq_id").to_pylist()[:4]
+    rows = {s: i for i, s in enumerate(summary.column("seq_id").to_pylist())}
+    for b, seq in enumerate(seq_ids):
+        x = cap["layer.1.output"][b].numpy().astype(np.float64)
+        real, pad_all = x[: int(n[b])], x
+        unit = real / np.linalg.norm(real, axis=1, keepdims=True)
+        r = rows[seq]
+        np.testing.assert_allclose(io.to_matrix(summary.column("sum_unit"))[r], unit.sum(0), atol=1e-4)
+        np.testing.assert_allclose(io.to_matrix(summary.column("mean_vec"))[r], real.mean(0), atol=1e-5)
+        np.testing.assert_allclose(summary.column("sum_sq_norm")[r].as_py(), (real**2).sum(), rtol=1e-5)
+        np.testing.assert_allclose(io.to_matrix(summary.column("cls_vec"))[r], x[0], atol=2e-3)
+        ref = np.linalg.norm((pad_all / np.linalg.norm(pad_all, axis=1, keepdims=True)).sum(0))
+        np.testing.assert_allclose(summary.column("cone_ref")[r].as_py(), ref, rtol=1e-5)
+
+
+def test_sufficient_statistics_reproduce_cone_index_from_tokens(dumped):
+    """The cone index from (n, sum_unit) equals the one computed from the stored token vectors,
+    per sequence and pooled over sequences (the point of sufficient statistics)."""
+    outputs, _ = dumped
+    summary = pq.read_table(outputs["summary"]).to_pandas()
+    tokens = pq.read_table(outputs["tokens"]).to_pandas()
+    for (layer, stage), group in tokens.groupby(["layer", "stage"]):
+        stats = summary[(summary.layer == layer) & (summary.stage == stage)].set_index("seq_id")
+        pooled_unit, pooled_n, pooled_tokens = 0, 0, []
+        for seq, rows in group.groupby("seq_id"):
+            vecs = np.stack(rows.sort_values("position")["vec"].to_numpy()).astype(np.float64)
+            unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+            direct = np.linalg.norm(unit.sum(0)) / len(vecs)
+            row = stats.loc[seq]
+            assert row["n"] == len(vecs)
+            from_stats = np.linalg.norm(row["sum_unit"]) / row["n"]
+            assert abs(direct - from_stats) < 2e-3, (layer, stage, seq)
+            np.testing.assert_allclose(row["mean_vec"], vecs.mean(0), atol=2e-2, rtol=2e-3)
+            np.testing.assert_allclose(row["sum_sq_norm"], (vecs**2).sum(), rtol=2e-3)
+            pooled_unit = pooled_unit + row["sum_unit"]
+            pooled_n += row["n"]
+            pooled_tokens.append(unit)
+        direct = np.linalg.norm(np.concatenate(pooled_tokens).sum(0)) / pooled_n
+        assert abs(direct - np.linalg.norm(pooled_unit) / pooled_n) < 2e-3
+
+
+def test_heads_are_row_slices_of_the_stage_vectors(dumped):
+    """heads.parquet head h of q/k/v/z equals the statistics of columns h*d:(h+1)*d of q/k/v/context."""
+    outputs, _ = dumped
+    heads = pq.read_table(outputs["heads"]).to_pandas().set_index(["seq_id", "layer", "head", "stage"])
+    tokens = pq.read_table(outputs["tokens"], filters=[("stage", "in", ["q", "k", "v", "context"])]).to_pandas()
+    source = {"q": "q", "k": "k", "v": "v", "context": "z"}
+    for (seq, layer, stage), rows in list(tokens.groupby(["seq_id", "layer", "stage"]))[:24]:
+        vecs = np.stack(rows.sort_values("position")["vec"].to_numpy()).astype(np.float64)
+        for h in range(HEADS):
+            block = vecs[:, h * D_HEAD : (h + 1) * D_HEAD]
+            row = heads.loc[(seq, layer, h, source[stage])]
+            unit = block / np.linalg.norm(block, axis=1, keepdims=True)
+            np.testing.assert_allclose(row["sum_unit"], unit.sum(0), atol=2e-2)
+            np.testing.assert_allclose(row["mean_vec"], block.mean(0), atol=2e-2, rtol=2e-3)
+            assert row["n"] == len(vecs)
+
+
+def test_attention_summary_recomputed_from_attention_matrices(dumped):
+    """Each measure of attention_summary, recomputed in numpy from the stored matrices (float16)."""
+    outputs, _ = dumped
+    summary = pq.read_table(outputs["attention_summary"]).to_pandas().set_index(["seq_id", "layer", "head"])
+    matrices = pq.read_table(outputs["attention"]).to_pandas()
+    for _, rec in matrices.iterrows():
+        n = rec["n"]
+        a = np.asarray(rec["matrix"], dtype=np.float64).reshape(n, n)
+        np.testing.assert_allclose(a.sum(1), 1, atol=5e-3)
+        row = summary.loc[(rec["seq_id"], rec["layer"], rec["head"])]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.nansum(np.where(a > 0, a * np.log(a), 0), axis=1) / np.log(n)
+        k90 = np.array([np.searchsorted(np.cumsum(np.sort(r)[::-1]), 0.9 * r.sum()) + 1 for r in a])
+        cols = a.sum(0)[1 : n - 1]
+        unit = a / np.linalg.norm(a, axis=1, keepdims=True)
+        expected = {
+            "entropy": entropy.mean(), "mass_cls": a[:, 0].mean(), "mass_sep": a[:, n - 1].mean(),
+            "mass_self": np.diag(a).mean(), "mass_prev": np.diag(a, -1).sum() / n, "mass_next": np.diag(a, 1).sum() / n,
+            "col_top5": np.sort(cols)[::-1][:5].sum() / n, "attn_cone": np.linalg.norm(unit.sum(0)) / n,
+        }  # fmt: skip
+        for name, value in expected.items():
+            assert abs(row[name] - value) < 5e-3, (name, row[name], value)
+        # k90 is a count: float16 rounding can move a row's count by one key at the 90% boundary
+        assert abs(row["k90"] - k90.mean()) <= 1.0
+        assert row["k90_q10"] <= row["k90_q50"] <= row["k90_q90"] <= n
+        assert row["attn_cone_ref"] >= row["attn_cone"] * n - 1e-3  # PAD rows only add
+
+
+def test_class_attention_is_mean_over_correct_sequences(dumped, config):
+    outputs, _ = dumped
+    att = pq.read_table(outputs["attention"]).to_pandas()
+    classes = pq.read_table(outputs["class_attention"]).to_pandas()
+    correct = att[att["correct"]]
+    for _, rec in classes.iterrows():
+        assert rec["class"] == config["classes"][rec["label"]]
+        mine = correct[(correct["label"] == rec["label"]) & (correct["layer"] == rec["layer"]) & (correct["head"] == rec["head"])]
+        assert rec["n_seqs"] == len(mine)
+        if not len(mine):
+            assert rec["length"] == 0 and len(rec["matrix"]) == 0
+            continue
+        length = rec["length"]
+        assert length == mine["n"].max()
+        total, count = np.zeros((length, length)), np.zeros((length, length))
+        for _, m in mine.iterrows():
+            total[: m["n"], : m["n"]] += np.asarray(m["matrix"], dtype=np.float64).reshape(m["n"], m["n"])
+            count[: m["n"], : m["n"]] += 1
+        np.testing.assert_allclose(np.asarray(rec["matrix"]).reshape(length, length), total / count, atol=2e-3)
+
+
+def test_pad_never_enters_any_statistic(tmp_path, dumped, model_dir, config):
+    """Other PAD token ids, or a shorter padding, change cone_ref / attn_cone_ref and nothing else."""
+    outputs, _ = dumped
+    variants = {}
+    for name, kwargs in {"pad_ids": dict(pad_id=7), "short": dict(width=52)}.items():
+        (tmp_path / name).mkdir()
+        make_tokens(tmp_path / name / "test.parquet", config["classes"], **kwargs)
+        variants[name] = run_dump(tmp_path / name, model_dir, config, tmp_path / name / "test.parquet")
+    for name, out in variants.items():
+        for file in act.OUTPUT_FILES:
+            base, other = pq.read_table(outputs[file]), pq.read_table(out[file])
+            assert base.num_rows == other.num_rows, (name, file)
+            for column in base.column_names:
+                a, b = base.column(column), other.column(column)
+                if column in ("cone_ref", "attn_cone_ref"):
+                    assert not np.allclose(a.to_numpy(), b.to_numpy()), (name, file, column)
+                elif pa.types.is_floating(a.type) or pa.types.is_list(a.type) or pa.types.is_fixed_size_list(a.type):
+                    x = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in a.to_pylist()])
+                    y = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in b.to_pylist()])
+                    tol = 2e-3 if a.type in (pa.float16(),) or "float16" in str(a.type) or "halffloat" in str(a.type) else 1e-4
+                    np.testing.assert_allclose(x, y, atol=tol, rtol=1e-4, err_msg=f"{name} {file} {column}")
+                else:
+                    assert a.equals(b), (name, file, column)
+
+
+def test_duckdb_sql_on_the_dump(dumped):
+    """Cone index per (layer, stage), pooled over sequences, in SQL, equals the numpy computation."""
+    outputs, _ = dumped
+    path = str(outputs["summary"])
+    sql = f"""
+        WITH dims AS (
+            SELECT layer, stage, unnest(sum_unit) AS u, generate_subscripts(sum_unit, 1) AS d FROM '{path}'),
+        pooled AS (SELECT layer, stage, d, sum(u) AS s FROM dims GROUP BY layer, stage, d),
+        counts AS (SELECT layer, stage, sum(n) AS n FROM '{path}' GROUP BY layer, stage)
+        SELECT layer, stage, sqrt(sum(s * s)) / any_value(n) AS cone
+        FROM pooled JOIN counts USING (layer, stage) GROUP BY layer, stage ORDER BY layer, stage
+    """
+    result = duckdb.sql(sql).df()
+    summary = pq.read_table(outputs["summary"]).to_pandas()
+    assert len(result) == LAYERS * len(act.STAGES)
+    for _, row in result.iterrows():
+        part = summary[(summary.layer == row["layer"]) & (summary.stage == row["stage"])]
+        expected = np.linalg.norm(np.stack(part["sum_unit"].to_numpy()).sum(0)) / part["n"].sum()
+        assert abs(row["cone"] - expected) < 1e-5
+    heads = duckdb.sql(f"SELECT count(*) FROM '{outputs['attention_summary']}' WHERE entropy BETWEEN 0 AND 1").fetchall()[0][0]
+    assert heads == N_SEQS * LAYERS * HEADS
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_and_leave_no_output(tmp_path, model_dir, config):
+    tokens = make_tokens(tmp_path / "test.parquet", config["classes"])
+    outputs = {name: tmp_path / "out" / f"{name}.parquet" for name in act.OUTPUT_FILES}
+    (tmp_path / "weightless").mkdir()
+    (tmp_path / "weightless" / "config.json").write_text((model_dir / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match="weightless/model.safetensors: missing"):
+        act.dump(tmp_path / "weightless", {"test": tmp_path / "test.parquet"}, outputs, config)
+    # n_tokens out of range in the last record: found before any file is written
+    n = tokens.column("n_tokens").to_numpy().copy()
+    n[-1] = MAX_LENGTH + 1
+    bad = tokens.set_column(tokens.schema.get_field_index("n_tokens"), "n_tokens", pa.array(n, pa.int32()))
+    io.write_parquet(bad, tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match=r"bad.parquet: record synthetic-\S+: n_tokens=65"):
+        act.dump(model_dir, {"test": tmp_path / "bad.parquet"}, outputs, config)
+    other = copy.deepcopy(config)
+    other["classes"] = list(reversed(config["classes"]))
+    with pytest.raises(ValueError, match="id2label"):
+        act.dump(model_dir, {"test": tmp_path / "test.parquet"}, outputs, other)
+    # A failure in the middle of the forward passes (an unknown token id) leaves no file either.
+    ids = io.to_matrix(tokens.column("input_ids")).copy()
+    ids[-1, 1] = VOCAB + 100
+    broken = tokens.set_column(tokens.schema.get_field_index("input_ids"), "input_ids", io.fixed_size_list(ids, pa.int32()))
+    io.write_parquet(broken, tmp_path / "broken.parquet")
+    with pytest.raises(IndexError):
+        act.dump(model_dir, {"test": tmp_path / "broken.parquet"}, outputs, config)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_snakemake_rule_dumps_from_a_saved_model(tmp_path, root, model_dir):
+    """rule dump_activations on the tiny config, with the model and tokens files already in place."""
+    import shutil
+
+    shutil.copytree(model_dir, tmp_path / "results" / "models" / "seed0")
+    make_tokens(tmp_path / "results" / "tokens" / "test.parquet", yaml.safe_load((root / "config" / "tiny.yaml").read_text())["classes"])
+    (tmp_path / "overrides.yaml").write_text("activations: {batch_size: 4, device: cpu}\n")
+    target = "results/activations/seed0/summary.parquet"
+    cmd = [
+        sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "-d", str(tmp_path), "--cores", "1",
+        "--configfile", str(root / "config" / "tiny.yaml"), str(tmp_path / "overrides.yaml"),
+        "--allowed-rules", "dump_activations", "--", target,
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in act.OUTPUT_FILES:
+        assert (tmp_path / "results" / "activations" / "seed0" / f"{name}.parquet").is_file()
+    assert "dumped 20 sequences" in (tmp_path / "logs" / "dump_activations" / "seed0.log").read_text()
+    assert (tmp_path / "results" / "benchmarks" / "dump_activations" / "seed0.tsv").is_file()

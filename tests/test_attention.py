@@ -1,0 +1,336 @@
+"""Attention patterns: K90, entropy, the seven gates, the cluster partition, domain attention,
+gate agreement, and the per-seed tables written from small files in the docs/outputs.md format."""
+
+import math
+from itertools import combinations
+from math import ceil
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from snakemake.utils import validate
+
+from bertgeom.io import read_metadata, write_parquet
+from bertgeom.stats import attention as att
+
+N = 122  # [CLS] + 120 k-mers + [SEP]
+DOMAINS = ["SP", "NTD", "RBD", "FP", "HR1", "HR2", "TM", "CT", "S1", "S2"]
+
+
+@pytest.fixture(scope="module")
+def config(root):
+    cfg = {}
+    validate(cfg, str(root / "config" / "config.schema.yaml"))  # fills every default
+    cfg["classes"] = ["A", "B"]
+    return cfg
+
+
+def pattern(kind: str, n: int = N, noise: float = 0.1, seed: int = 0) -> np.ndarray:
+    """A synthetic attention matrix of one of the seven types, (1 - noise) pattern + noise random."""
+    rng = np.random.default_rng(seed)
+    a = np.zeros((n, n))
+    rows = np.arange(n)
+    if kind == "directional":
+        a[:, [10, 50, 90]] = 1
+    elif kind == "open":
+        a[:] = 1
+    elif kind in ("backward_contextual", "forward_contextual"):
+        step = -1 if kind == "backward_contextual" else 1
+        for d in (1, 2):
+            cols = rows + step * d
+            ok = (cols >= 0) & (cols < n)
+            a[rows[ok], cols[ok]] = 1
+        a[a.sum(1) == 0, rows[a.sum(1) == 0]] = 1  # the first/last row have no neighbour: self
+    elif kind == "cluster":
+        for start in range(1, n - 1, 30):
+            a[start : start + 30, start : start + 30] = 1
+        a[[0, -1], :] = 1
+    elif kind == "instance":
+        a[rows, rows] = 1
+    elif kind == "closed":
+        a[:, [0, -1]] = 1
+    a /= a.sum(1, keepdims=True)
+    random = rng.dirichlet(np.ones(n), size=n)
+    return (1 - noise) * a + noise * random
+
+
+def test_k90_one_hot_and_uniform():
+    for n in (3, 10, 100, 427):
+        assert att.k90(np.eye(n)).tolist() == [1] * n
+        assert att.k90(np.full((4, n), 1 / n)).tolist() == [ceil(0.9 * n)] * 4
+
+
+def test_k90_counts_keys_in_order_of_mass():
+    row = np.array([[0.05, 0.5, 0.3, 0.15]])  # 0.5 + 0.3 = 0.8 < 0.9, + 0.15 = 0.95
+    assert att.k90(row).tolist() == [3]
+
+
+def test_row_entropy_bounds():
+    assert np.allclose(att.row_entropy(np.full((3, 50), 1 / 50)), 1)
+    assert np.allclose(att.row_entropy(np.eye(50)), 0)
+    half = np.zeros((1, 64))
+    half[0, :32] = 1 / 32
+    assert att.row_entropy(half)[0] == pytest.approx(math.log(32) / math.log(64))
+
+
+def test_band_mass_matches_loop():
+    a = np.random.default_rng(1).random((9, 9))
+    for offsets in (range(-3, 0), range(1, 3), range(0, 1)):
+        loop = [sum(a[i, i + d] for d in offsets if 0 <= i + d < 9) for i in range(9)]
+        assert np.allclose(att.band_mass(a, offsets), loop)
+
+
+@pytest.mark.parametrize("kind", att.GATES)
+def test_seven_types_are_labelled(kind, config):
+    metrics, scores = att.head_gates(pattern(kind), config["patterns"])
+    label, n_passed, best = att.gate_label(scores, config["patterns"]["thresholds"])
+    assert (label, n_passed, best) == (kind, 1, kind), scores
+    assert all(0 <= s <= 1 for s in scores.values())
+
+
+def test_uniform_matrix_is_open(config):
+    for n in (20, 40, 427):  # n well above top_keys and window, as for real sequences
+        _, scores = att.head_gates(np.full((n, n), 1 / n), config["patterns"])
+        assert scores["open"] == pytest.approx(1)
+        assert att.gate_label(scores, config["patterns"]["thresholds"])[0] == "open"
+
+
+def test_two_patterns_at_once_are_mixed(config):
+    a = 0.5 * pattern("instance", noise=0) + 0.5 * pattern("closed", noise=0)
+    _, scores = att.head_gates(a, config["patterns"])
+    assert att.gate_label(scores, config["patterns"]["thresholds"])[:2] == ("mixed", 2)
+
+
+def _brute_force_partition(w, min_block):
+    """Best modularity over every contiguous partition with blocks >= min_block."""
+    n = len(w)
+    p = w / w.sum()
+    best, best_blocks = -np.inf, None
+    for k in range(0, n):
+        for cuts in combinations(range(min_block, n - min_block + 1), k):
+            bounds = [0, *cuts, n]
+            blocks = list(zip(bounds[:-1], bounds[1:]))
+            if any(e - s < min_block for s, e in blocks):
+                continue
+            q = sum(p[s:e, s:e].sum() - p[s:e].sum() * p[:, s:e].sum() for s, e in blocks)
+            if q > best:
+                best, best_blocks = q, blocks
+    return best, best_blocks
+
+
+def test_contiguous_partition_is_optimal():
+    rng = np.random.default_rng(3)
+    for trial in range(5):
+        w = rng.random((12, 12)) ** 4
+        blocks = att.contiguous_partition(w, 3)
+        p = w / w.sum()
+        q = sum(p[s:e, s:e].sum() - p[s:e].sum() * p[:, s:e].sum() for s, e in blocks)
+        best, _ = _brute_force_partition(w, 3)
+        assert q == pytest.approx(best)
+        assert blocks[0][0] == 0 and blocks[-1][1] == 12 and all(e - s >= 3 for s, e in blocks)
+
+
+def test_cluster_recovers_blocks_and_ignores_bands():
+    a = pattern("cluster", noise=0)
+    score, blocks = att.cluster_score(a, window=4, min_block=8)
+    assert blocks == 4  # 1..30, 31..60, 61..90, 91..120 (+ [CLS]/[SEP] folded into the ends)
+    assert score > 0.6
+    for kind in ("backward_contextual", "instance", "directional", "closed"):
+        assert att.cluster_score(pattern(kind, noise=0), 4, 8)[0] == pytest.approx(0, abs=1e-9), kind
+    assert att.cluster_score(np.full((N, N), 1 / N), 4, 8)[0] == pytest.approx(0, abs=1e-9)
+
+
+def test_matrix_metrics_known_values():
+    a = pattern("closed", noise=0)
+    metrics = att.matrix_metrics(a, window=2, top_keys=5, min_block=8, n_singular=3, rank_tol=1e-3)
+    assert metrics["mass_cls"] == pytest.approx(0.5) and metrics["mass_sep"] == pytest.approx(0.5)
+    assert metrics["col_top5"] == pytest.approx(0)
+    assert metrics["rank"] == 1 and metrics["sv1_share"] == pytest.approx(1)
+    assert metrics["sv1"] == pytest.approx(np.linalg.norm(a, 2))
+    assert {"sv1", "sv2", "sv3"} <= metrics.keys() and "sv4" not in metrics
+
+
+def membership(n_positions=N):
+    """Token map stand-in: positions 1..60 in NTD and S1, 61..120 in RBD and S2."""
+    member = np.zeros((n_positions, len(DOMAINS)), dtype=bool)
+    member[1:61, [DOMAINS.index("NTD"), DOMAINS.index("S1")]] = True
+    member[61:121, [DOMAINS.index("RBD"), DOMAINS.index("S2")]] = True
+    return member
+
+
+def test_domain_shares_known_answers():
+    member = membership()
+    uniform = np.full((N, N), 1 / N)
+    observed, expected = att.domain_shares(uniform, member)
+    assert np.allclose(observed, expected)
+    assert expected[DOMAINS.index("NTD")] == pytest.approx(0.5)
+    focused = np.zeros((N, N))
+    focused[:, 70] = 1  # an RBD token
+    observed, _ = att.domain_shares(focused, member)
+    assert observed[DOMAINS.index("RBD")] == 1 and observed[DOMAINS.index("NTD")] == 0
+
+
+def test_domain_shares_shorter_sequence_uses_its_own_keys():
+    member = membership()
+    a = np.full((62, 62), 1 / 62)  # keys 1..60: all NTD
+    observed, expected = att.domain_shares(a, member)
+    assert expected[DOMAINS.index("NTD")] == 1 and observed[DOMAINS.index("NTD")] == pytest.approx(1)
+
+
+def test_domain_table_z_test_and_bonferroni():
+    share = np.array([0.6, 0.7, 0.8, 0.5])
+    rows = pd.DataFrame({"layer": 0, "head": 1, "seq_id": list("abcd"), "domain": "RBD", "share": share, "expected": 0.5})
+    table = att.domain_table(rows, pd.DataFrame(), n_heads_total=8, seed=3)
+    value = table.set_index("measure")["value"]
+    diff = share - 0.5
+    z = diff.mean() / (diff.std(ddof=1) / 2)
+    assert value["z"] == pytest.approx(z)
+    assert value["p"] == pytest.approx(2 * (1 - 0.5 * (1 + math.erf(z / math.sqrt(2)))))
+    assert value["p_bonferroni"] == pytest.approx(min(1, 8 * value["p"]))
+    assert value["share"] == pytest.approx(0.65) and value["ratio"] == pytest.approx(1.3)
+
+
+def gates_frame(labels_by_seed):
+    rows = []
+    for seed, labels in labels_by_seed.items():
+        rows += [{"seed": seed, "layer": 0, "head": h, "gate": g} for h, g in enumerate(labels)]
+    return pd.DataFrame(rows)
+
+
+def test_gate_agreement_position_and_matched():
+    same = att.gate_agreement(gates_frame({0: ["open", "closed", "instance"], 1: ["open", "closed", "instance"]}))
+    permuted = att.gate_agreement(gates_frame({0: ["open", "closed", "instance"], 1: ["closed", "instance", "open"]}))
+    layer = lambda t: t[t["head"].isna() & t["gate"].isna()].set_index("measure")["value"]  # noqa: E731
+    assert layer(same)["position_agreement"] == 1 and layer(same)["matched_agreement"] == 1
+    assert layer(permuted)["position_agreement"] == 0 and layer(permuted)["matched_agreement"] == 1
+    assert layer(permuted)["chance_agreement"] == pytest.approx(1 / 3)
+    shares = permuted[permuted["measure"] == "share_mean"].set_index("gate")["value"]
+    assert shares["open"] == pytest.approx(1 / 3) and shares["cluster"] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-seed tables from files in the docs/outputs.md format
+# ---------------------------------------------------------------------------------------------
+
+KINDS = {(0, 0): "closed", (0, 1): "instance", (1, 0): "backward_contextual", (1, 1): "open"}
+
+
+def write_inputs(tmp_path, corrupt=False):
+    """attention_summary, attention (subset), class_attention and token_map for 2 layers x 2 heads."""
+    rng = np.random.default_rng(0)
+    seqs = [("s0", 0, N), ("s1", 1, N), ("s2", 0, N - 3)]
+    rows = []
+    for i, (seq_id, label, n) in enumerate(seqs):
+        for (layer, head), kind in KINDS.items():
+            a = pattern(kind, n=n, seed=i)
+            if corrupt and i == 1 and layer == 1:
+                a[5] *= 2
+            rows.append({"seq_id": seq_id, "split": "test", "label": label, "pred": label, "correct": True,
+                         "layer": layer, "head": head, "n": n, "matrix": a.astype(np.float16).reshape(-1)})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    schema = pa.schema(
+        [("seq_id", pa.string()), ("split", pa.string()), ("label", pa.int16()), ("pred", pa.int16()), ("correct", pa.bool_()),
+         ("layer", pa.int16()), ("head", pa.int16()), ("n", pa.int32()), ("matrix", pa.list_(pa.float16()))]  # fmt: skip
+    )
+    write_parquet(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), tmp_path / "attention.parquet")
+    summary = frame.drop(columns="matrix")
+    for measure in att.SUMMARY_MEASURES:
+        summary[measure] = rng.random(len(summary))
+    write_parquet(summary.astype({"label": "int16", "layer": "int16", "head": "int16"}), tmp_path / "attention_summary.parquet")
+    classes = []
+    for label in (0, 1):
+        for (layer, head), kind in KINDS.items():
+            classes.append({"label": label, "class": "AB"[label], "layer": layer, "head": head, "n_seqs": 1, "length": N,
+                            "matrix": pattern(kind, seed=9).astype(np.float32).reshape(-1)})  # fmt: skip
+    write_parquet(pd.DataFrame(classes), tmp_path / "class_attention.parquet")
+    member = membership(N + 390)
+    token_map = pd.DataFrame(
+        {"position": np.arange(len(member)), "domains": [[d for d, m in zip(DOMAINS, row) if m] for row in member]}
+    )
+    write_parquet(token_map, tmp_path / "token_map.parquet")
+    return tmp_path
+
+
+def test_attention_tables_from_files(tmp_path, config, root):
+    write_inputs(tmp_path)
+    tables = att.attention_tables(
+        str(tmp_path / "attention_summary.parquet"),
+        str(tmp_path / "attention.parquet"),
+        str(tmp_path / "class_attention.parquet"),
+        str(tmp_path / "token_map.parquet"),
+        str(root / "resources" / "variants.yaml"),
+        config,
+        seed=7,
+    )
+    gates = tables["gates"].set_index(["layer", "head"])
+    assert {key: gates.loc[key, "gate"] for key in KINDS} == KINDS
+    assert (gates["label_share"] == 1).all() and (gates["n_seqs"] == 3).all()
+
+    patterns = tables["patterns"]
+    assert list(patterns.columns) == ["seed", "layer", "head", "source", "measure", "value"]
+    assert not patterns.duplicated(["seed", "layer", "head", "source", "measure"]).any()
+    assert set(patterns["source"]) == {"all", "subset"}
+    subset = patterns[patterns["source"] == "subset"].set_index(["layer", "head", "measure"])["value"]
+    assert subset[(0, 0, "score_closed")] == pytest.approx(gates.loc[(0, 0), "score_closed"])
+    summary = pd.read_parquet(tmp_path / "attention_summary.parquet")
+    mean_entropy = summary.groupby(["layer", "head"])["entropy"].mean()
+    everything = patterns[patterns["source"] == "all"].set_index(["layer", "head", "measure"])["value"]
+    assert everything[(1, 0, "entropy")] == pytest.approx(mean_entropy[(1, 0)])
+
+    k90 = tables["k90"]
+    assert len(k90) == 4 * (N + N + N - 3)
+    open_rows = k90[(k90["layer"] == 1) & (k90["head"] == 1)]
+    assert open_rows["k90"].min() > 0.6 * N  # near-uniform rows need most keys
+    assert set(k90["class"]) == {"A", "B"}
+
+    domains = tables["domains"]
+    assert not domains.duplicated(["seed", "layer", "head", "domain", "measure"]).any()
+    assert set(domains["domain"]) == set(DOMAINS)
+    rbd = domains[(domains["domain"] == "RBD") & (domains["layer"] == 1) & (domains["head"] == 1)].set_index("measure")["value"]
+    assert rbd["share"] == pytest.approx(rbd["expected"], abs=0.02)  # an open head: no domain preference
+    assert {"z", "p", "p_bonferroni", "share_classes", "n_seqs"} <= set(rbd.index)
+
+
+def test_run_writes_every_output_and_rejects_bad_rows(tmp_path, config, root):
+    write_inputs(tmp_path)
+    outputs = {name: str(tmp_path / "out" / f"{name}.parquet") for name in ("patterns", "gates", "k90", "domains")}
+    snakemake = SimpleNamespace(
+        wildcards=SimpleNamespace(seed="2"),
+        config=config,
+        input=SimpleNamespace(
+            summary=str(tmp_path / "attention_summary.parquet"),
+            attention=str(tmp_path / "attention.parquet"),
+            class_attention=str(tmp_path / "class_attention.parquet"),
+            token_map=str(tmp_path / "token_map.parquet"),
+            variants=str(root / "resources" / "variants.yaml"),
+        ),
+        output=outputs,
+    )
+    att.run(snakemake)
+    for path in outputs.values():
+        assert pq.read_table(path).num_rows > 0 and "config_sha256" in read_metadata(path)
+    assert set(pq.read_table(outputs["gates"]).column("seed").to_pylist()) == {2}
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    write_inputs(bad, corrupt=True)
+    with pytest.raises(ValueError, match=r"attention\.parquet: record seq_id=s1.*sum to 1"):
+        list(att.iter_attention(str(bad / "attention.parquet")))
+
+
+def test_run_agreement_across_seeds(tmp_path, config):
+    paths = []
+    for seed, labels in {0: ["open", "closed"], 1: ["open", "instance"]}.items():
+        frame = gates_frame({seed: labels}).astype({"seed": "int32", "layer": "int16", "head": "int16"})
+        paths.append(str(tmp_path / f"gates{seed}.parquet"))
+        write_parquet(frame, paths[-1])
+    out = str(tmp_path / "gate_agreement.parquet")
+    att.run_agreement(SimpleNamespace(input=paths, output=[out], config=config))
+    table = pd.read_parquet(out)
+    heads = table[(table["measure"] == "position_agreement") & table["head"].notna()].set_index("head")["value"]
+    assert heads.to_dict() == {0: 1.0, 1: 0.0}
+    assert (table["n_seeds"] == 2).all()
+

@@ -1,0 +1,179 @@
+"""Cluster submission through profiles/slurm, against a real SLURM controller on this machine.
+
+The integration test starts munged, slurmctld and slurmd on 127.0.0.1 (tests/slurm/cluster.py),
+runs the default target of config/tiny.yaml with `snakemake --workflow-profile profiles/slurm` in a
+temporary working directory, and checks that every non-local job went through sbatch and ran to
+completion under SLURM (the controller's own job records and each job's SLURM log), and that the
+outputs equal a local run of the same configuration. It runs wherever slurm-wlm and munge are
+installed (.ci/run installs them) and needs to start the daemons: root, as in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm import cluster
+from slurm.workflow import (
+    GPU_RULES,
+    PROFILE,
+    ROOT,
+    controller_jobs,
+    differences,
+    fit_to_node,
+    jobs_from_log,
+    local_rules,
+    parse_assignments,
+    read_profile,
+    result_files,
+)
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+CONFIG = ROOT / "config" / "tiny.yaml"
+PROFILE_ENV = ("SBATCH_PARTITION", "SBATCH_ACCOUNT", "BERTGEOM_GPU_PARTITION")
+MISSING = cluster.missing_binaries()
+
+
+def test_profile_blocks(monkeypatch):
+    """The profile asks for a GPU, CPUs, memory and time for each GPU rule, and takes partition
+    and account from the environment; profiles/default has no resource blocks."""
+    for name in PROFILE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    args = read_profile()
+    assert args["executor"] == "slurm"
+    assert int(args["jobs"]) >= 1
+    defaults = parse_assignments(args["default-resources"])[""]
+    assert int(defaults["mem_mb"]) > 0 and int(defaults["runtime"]) > 0
+    assert "slurm_partition" not in defaults and "slurm_account" not in defaults
+    rules = parse_assignments(args["set-resources"])
+    threads = parse_assignments(args["set-threads"])[""]
+    for rule in GPU_RULES:
+        assert rules[rule]["gpu"] == "1", rule
+        assert int(rules[rule]["cpus_per_gpu"]) == int(threads[rule]) >= 1, rule
+        assert int(rules[rule]["mem_mb"]) > 0 and int(rules[rule]["runtime"]) > 0, rule
+
+    monkeypatch.setenv("SBATCH_PARTITION", "all")  # a Python builtin's name: must stay a string
+    monkeypatch.setenv("SBATCH_ACCOUNT", "proj-1")
+    monkeypatch.setenv("BERTGEOM_GPU_PARTITION", "gpu")
+    args = read_profile()
+    defaults = parse_assignments(args["default-resources"])[""]
+    assert defaults["slurm_partition"] == "'all'" and defaults["slurm_account"] == "'proj-1'"
+    for rule, resources in parse_assignments(args["set-resources"]).items():
+        assert resources["slurm_partition"] == "'gpu'" and resources["slurm_account"] == "'proj-1'", rule
+
+    default_profile = yaml.safe_load((ROOT / "profiles" / "default" / "profile.yaml").read_text())
+    assert not {"default-resources", "set-resources", "resources", "set-threads"} & set(default_profile)
+
+
+def test_profile_names_real_rules():
+    """Every rule the profile sizes, and every LOCAL_RULES entry, is a rule of the workflow."""
+    result = subprocess.run(
+        [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--list-rules", "--configfile", str(CONFIG)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rules = set(re.findall(r"^(\w+)", result.stdout, re.M))  # a name per line, docstrings indented
+    sized = set(parse_assignments(read_profile()["set-resources"]))
+    assert sized <= rules, f"profile sizes unknown rules: {sorted(sized - rules)}"
+    assert local_rules() <= rules, f"LOCAL_RULES names unknown rules: {sorted(local_rules() - rules)}"
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """A running single-node cluster, stopped (jobs cancelled first) also when a test fails."""
+    started = cluster.start(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield started
+    finally:
+        cluster.stop(started)
+
+
+def run_snakemake(workdir: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = [
+        SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(CONFIG), *args,
+    ]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    (workdir / "snakemake.out").write_text(result.stdout + result.stderr)
+    print(f"{time.monotonic() - started:.0f} s: {' '.join(command)}")
+    return result
+
+
+def slurm_overrides(node: dict[str, int]) -> list[str]:
+    """What the test changes of profiles/slurm: resources capped to the test node (its CPUs, its
+    memory shared by as many jobs as CPUs, its one placeholder GPU), squeue for job states (no
+    accounting database here), quick first status check, SLURM logs kept, no retries."""
+    profile = read_profile()
+    cpus, mem_mb = node["CPUs"], node["RealMemory"] // node["CPUs"]
+    return [
+        "--default-resources", *fit_to_node(profile["default-resources"], cpus, mem_mb),
+        "--set-resources", *fit_to_node(profile["set-resources"], cpus, mem_mb),
+        "--max-threads", str(cpus),
+        "--local-cores", str(cpus),
+        "--retries", "0",
+        "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "1",
+        "--slurm-keep-successful-logs",
+    ]
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(bool(MISSING), reason=f"SLURM not installed (no {', '.join(MISSING)}): apt-get install slurm-wlm munge")
+def test_tiny_workflow_on_slurm_equals_local_run(slurm_cluster, tmp_path):
+    node = slurm_cluster.hardware
+    env = {k: v for k, v in slurm_cluster.env.items() if k not in PROFILE_ENV}
+    env["PATH"] = os.pathsep.join([str(Path(SNAKEMAKE).parent), env["PATH"]])
+    env["PYTHONHASHSEED"] = "0"
+
+    on_slurm = tmp_path / "slurm"
+    result = run_snakemake(on_slurm, "--workflow-profile", str(PROFILE.parent), *slurm_overrides(node), env=env)
+    assert result.returncode == 0, f"{result.stderr[-8000:]}\n{slurm_cluster.logs()}"
+    log = result.stdout + result.stderr
+
+    run_id, jobs = jobs_from_log(log)
+    remote = [job for job in jobs.values() if not job.local]
+    assert run_id and remote, "no job went to SLURM"
+    records = controller_jobs(slurm_cluster.run("scontrol", "show", "job", "--oneliner").stdout)
+
+    # Every non-local job: one sbatch, and the controller ran it to completion as that rule.
+    unsubmitted = [job.rule for job in remote if job.slurm_id is None]
+    assert not unsubmitted, f"non-local jobs not submitted with sbatch: {unsubmitted}"
+    assert {job.slurm_id for job in remote} == set(records), "SLURM ran other jobs than Snakemake submitted"
+    for job in remote:
+        record = records[job.slurm_id]
+        assert record["JobName"] == run_id, record
+        assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", record
+        assert record["Comment"] == f"rule_{job.rule}" or record["Comment"].startswith(f"rule_{job.rule}_wildcards_")
+        assert f"(Rule: {job.rule})" in job.slurm_log.read_text(), f"{job.slurm_log} shows no run of {job.rule}"
+
+    # The GPU rules reached SLURM with the profile's GPU request and time limit.
+    sized = parse_assignments(read_profile()["set-resources"])
+    for job in remote:
+        if job.rule in GPU_RULES:
+            record = records[job.slurm_id]
+            assert record.get("TresPerJob") == "gres:gpu:1", record
+            hours, minutes = divmod(int(sized[job.rule]["runtime"]), 60)
+            assert record["TimeLimit"] == f"{hours:02d}:{minutes:02d}:00", record
+
+    # Local jobs are exactly the light rules of rules/common.smk (and rule all).
+    ran_locally = {job.rule for job in jobs.values() if job.local}
+    assert ran_locally <= local_rules() | {"all"}, ran_locally - local_rules()
+    assert not ran_locally & {job.rule for job in remote}
+
+    # The same configuration run locally gives the same outputs. Figures are left out of the
+    # local run: local rules in both runs, and not byte-reproducible (only checked for presence).
+    local = tmp_path / "local"
+    files = {f for f in result_files(on_slurm) if not f.startswith("results/figures/")}
+    targets = sorted(f for f in files if not f.startswith("results/benchmarks/"))
+    result = run_snakemake(local, "--cores", str(node["CPUs"]), *targets, env=env)
+    assert result.returncode == 0, result.stderr[-8000:]
+    assert result_files(local) == files
+    assert not differences(on_slurm, local, files), "outputs differ between the SLURM and the local run"
