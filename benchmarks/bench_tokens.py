@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def spike_sequences(n: int, seed: int = 0) -> list[str]:
     """n reference spikes with ~0.1% random substitutions and, in one in four, a run of 30-250 N."""
-    ref = np.frombuffer(read_reference(ROOT / "resources" / "NC_045512.2.fasta")[SPIKE_START - 1 : SPIKE_END].encode(), np.uint8)
+    spike = read_reference(ROOT / "resources" / "NC_045512.2.fasta")[SPIKE_START - 1 : SPIKE_END]
+    ref = np.frombuffer(spike.encode(), np.uint8)
     rng = np.random.default_rng(seed)
     seqs = np.tile(ref, (n, 1))
     rows = np.repeat(np.arange(n), 4)
@@ -70,7 +71,8 @@ def main() -> None:
 
     n = len(seqs)
     print(f"{n} spike sequences, {tok.n_kmers_in_vocab} k-mers in the vocabulary, ids identical: yes")
-    print(f"CPU cores visible: {os.cpu_count()}; TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', 'unset (on)')}")
+    parallel = os.environ.get("TOKENIZERS_PARALLELISM", "unset (on)")
+    print(f"CPU cores visible: {os.cpu_count()}; TOKENIZERS_PARALLELISM={parallel}")
     print(f"vectorised numpy (KmerTokenizer.encode)   {t_fast:8.3f} s  {n / t_fast:10.0f} seq/s")
     print(f"Hugging Face on k-mer strings (tokenizer) {t_hf:8.3f} s  {n / t_hf:10.0f} seq/s")
     print(f"  (+ building the k-mer strings           {t_text:8.3f} s, not counted above)")

@@ -25,6 +25,10 @@ rule attention_patterns:
         seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
+    params:
+        patterns=config["patterns"],
+        classes=config["classes"],
+        batch_rows=config["stats"]["batch_rows"],
     script:
         "../scripts/attention_patterns.py"
 
@@ -48,6 +52,8 @@ rule directionality:
         seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
+    params:
+        eig_tol=config["patterns"]["eig_tol"],
     script:
         "../scripts/directionality.py"
 

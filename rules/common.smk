@@ -35,7 +35,46 @@ def final_outputs():
     outputs += stats_outputs()
     outputs += attention_outputs()
     outputs += figure_files()
+    outputs += train_outputs()
     return outputs
+
+
+# --- train and evaluate (rules/train.smk) ------------------------------------------------------
+MODEL_FILES = {
+    "model": "model.safetensors",
+    "config": "config.json",
+    "tokenizer": "tokenizer.json",
+    "tokenizer_config": "tokenizer_config.json",
+    "special_tokens_map": "special_tokens_map.json",
+    "train_log": "train_log.csv",
+    "training_info": "training_info.json",
+}
+
+
+def model_files(seed):
+    """{name: path} of the model directory of one seed (docs/outputs.md); seed may be "{seed}"."""
+    return {
+        name: f"results/models/seed{seed}/{file}" for name, file in MODEL_FILES.items()
+    }
+
+
+def pretrained_model_input(wildcards):
+    """model.init pretrained with a local model.pretrained directory: its config.json (an input, so
+    a new checkpoint retrains); otherwise nothing (scratch, or a hub id)."""
+    if config["model"]["init"] != "pretrained":
+        return []
+    path = Path(resolve(config["model"]["pretrained"])) / "config.json"
+    return str(path) if path.exists() else []
+
+
+def train_outputs():
+    """Every seed's model directory and evaluation files."""
+    models = [f for seed in SEEDS for f in model_files(seed).values()]
+    return models + expand(
+        "results/eval/seed{seed}/{name}",
+        seed=SEEDS,
+        name=["predictions.parquet", "metrics.json"],
+    )
 
 
 # --- data (rules/data.smk) ----------------------------------------------------------------------

@@ -52,6 +52,7 @@ rule fig_kmer_occurrences:
 rule fig_training_curves:
     input:
         logs=seed_files("results/models/seed{seed}/train_log.csv"),
+        infos=seed_files("results/models/seed{seed}/training_info.json"),
         code=figure_code("classification"),
     output:
         png=report(

@@ -4,7 +4,8 @@
 
 rule cone_index:
     """Per seed: the cone index (ours and reference-compatible) and the anisotropy measures beside
-    it, per sequence, class and test set, for every layer, stage, head and attention map."""
+    it, per sequence, class and test set, for every layer, stage, head and attention map.
+    """
     input:
         summary="results/activations/seed{seed}/summary.parquet",
         heads="results/activations/seed{seed}/heads.parquet",
@@ -26,7 +27,10 @@ rule cone_index:
 
 rule distribution:
     """Per seed: PCA, linear probe, silhouette, norms and per-dimension moments of the [CLS] and
-    mean-pooled vectors per layer and stage; 2-D PCA and t-SNE coordinates for the scatter plots."""
+    mean-pooled vectors per layer and stage; 2-D PCA and t-SNE coordinates for the scatter plots.
+    One thread: seeds run side by side and the clouds are small; at paper scale a profile's
+    set-threads gives BLAS (PCA, probe, silhouette) more, t-SNE stays on one OpenMP thread.
+    """
     input:
         summary="results/activations/seed{seed}/summary.parquet",
     output:
@@ -38,9 +42,9 @@ rule distribution:
         "results/benchmarks/distribution/seed{seed}.tsv"
     wildcard_constraints:
         seed=r"\d+",
-    threads: 2
     conda:
         "../envs/bertgeom.yaml"
+    threads: 1
     script:
         "../scripts/distribution.py"
 

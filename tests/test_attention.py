@@ -182,7 +182,9 @@ def test_domain_shares_shorter_sequence_uses_its_own_keys():
 
 def test_domain_table_z_test_and_bonferroni():
     share = np.array([0.6, 0.7, 0.8, 0.5])
-    rows = pd.DataFrame({"layer": 0, "head": 1, "seq_id": list("abcd"), "domain": "RBD", "share": share, "expected": 0.5})
+    rows = pd.DataFrame(
+        {"layer": 0, "head": 1, "seq_id": list("abcd"), "domain": "RBD", "share": share, "expected": 0.5}
+    )
     table = att.domain_table(rows, pd.DataFrame(), n_heads_total=8, seed=3)
     value = table.set_index("measure")["value"]
     diff = share - 0.5
@@ -239,7 +241,9 @@ def write_inputs(tmp_path, corrupt=False):
     summary = frame.drop(columns="matrix")
     for measure in att.SUMMARY_MEASURES:
         summary[measure] = rng.random(len(summary))
-    write_parquet(summary.astype({"label": "int16", "layer": "int16", "head": "int16"}), tmp_path / "attention_summary.parquet")
+    write_parquet(
+        summary.astype({"label": "int16", "layer": "int16", "head": "int16"}), tmp_path / "attention_summary.parquet"
+    )
     classes = []
     for label in (0, 1):
         for (layer, head), kind in KINDS.items():
@@ -262,8 +266,10 @@ def test_attention_tables_from_files(tmp_path, config, root):
         str(tmp_path / "class_attention.parquet"),
         str(tmp_path / "token_map.parquet"),
         str(root / "resources" / "variants.yaml"),
-        config,
+        config["patterns"],
+        config["classes"],
         seed=7,
+        batch_rows=5,  # several record batches
     )
     gates = tables["gates"].set_index(["layer", "head"])
     assert {key: gates.loc[key, "gate"] for key in KINDS} == KINDS
@@ -289,7 +295,9 @@ def test_attention_tables_from_files(tmp_path, config, root):
     domains = tables["domains"]
     assert not domains.duplicated(["seed", "layer", "head", "domain", "measure"]).any()
     assert set(domains["domain"]) == set(DOMAINS)
-    rbd = domains[(domains["domain"] == "RBD") & (domains["layer"] == 1) & (domains["head"] == 1)].set_index("measure")["value"]
+    rbd = domains[(domains["domain"] == "RBD") & (domains["layer"] == 1) & (domains["head"] == 1)].set_index("measure")[
+        "value"
+    ]
     assert rbd["share"] == pytest.approx(rbd["expected"], abs=0.02)  # an open head: no domain preference
     assert {"z", "p", "p_bonferroni", "share_classes", "n_seqs"} <= set(rbd.index)
 
@@ -308,6 +316,7 @@ def test_run_writes_every_output_and_rejects_bad_rows(tmp_path, config, root):
             variants=str(root / "resources" / "variants.yaml"),
         ),
         output=outputs,
+        params=SimpleNamespace(patterns=config["patterns"], classes=config["classes"], batch_rows=100),
     )
     att.run(snakemake)
     for path in outputs.values():
@@ -333,4 +342,3 @@ def test_run_agreement_across_seeds(tmp_path, config):
     heads = table[(table["measure"] == "position_agreement") & table["head"].notna()].set_index("head")["value"]
     assert heads.to_dict() == {0: 1.0, 1: 0.0}
     assert (table["n_seeds"] == 2).all()
-

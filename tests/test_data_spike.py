@@ -69,6 +69,13 @@ def test_trimmed_ends(ref, ex):
     assert res.reason == "partial_spike" and "25 nt after the end" in res.detail
 
 
+def test_spike_far_from_its_reference_position(ref, ex):
+    extra = "".join(random.Random(3).choice("ACGT") for _ in range(3000))  # beyond the fast-path window
+    genome = ref[:10000] + extra + ref[10000:]
+    assert ex.extract("shifted", genome).sequence == ref[S0:S1]
+    assert ex.extract("cut", ref[8000:]).sequence == ref[S0:S1]
+
+
 def test_reverse_complement(ref, ex):
     genome = ref[:21765 - 1] + ref[21765 - 1 + 6 :]
     res = ex.extract("rc", reverse_complement(genome))
@@ -135,7 +142,7 @@ def test_n_fraction_counts_ambiguity_codes_and_options(root, ref, ex):
     stop = ref[: S0 + 297] + "TAA" + ref[S0 + 300 :]
     lenient = SpikeExtractor(root / "resources/NC_045512.2.fasta", allow_internal_stops=True)
     assert lenient.extract("stop", stop).status == "pass"
-    whole = SpikeExtractor(root / "resources/NC_045512.2.fasta", flank=None)  # whole-genome index
+    whole = SpikeExtractor(root / "resources/NC_045512.2.fasta", flank=None, window=None)  # the slow, plain way
     assert whole.extract("few-n", genome).sequence == res.sequence
 
 

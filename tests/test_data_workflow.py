@@ -23,12 +23,10 @@ def _snakemake(root, workdir, *args, config=None):
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
-def test_dry_run_for_each_source(root, tmp_path):
+def test_dry_run_default_and_fasta_sources(root, tmp_path):
     run = _snakemake(root, tmp_path, "-n", "results/data/spike.parquet")
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert "rule download" in run.stdout + run.stderr and "rule extract_spike" in run.stdout + run.stderr
-    run = _snakemake(root, tmp_path, "-n", "results/data/spike.parquet", config={"data": {"source": "ncbi"}})
-    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     (tmp_path / "mine.fa").write_text(">x\nACGT\n")
     fasta = {"classes": ["Alpha", "Delta"], "data": {"source": "fasta", "fasta": {"Alpha": "mine.fa", "Delta": "mine.fa"}}}
     run = _snakemake(root, tmp_path, "-n", "-p", "results/data/spike.parquet", config=fasta)

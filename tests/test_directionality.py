@@ -39,7 +39,12 @@ def randomised(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def weights_of(attn: BertSelfAttention) -> dict[str, np.ndarray]:
     get = lambda t: t.detach().double().numpy()  # noqa: E731
-    return {"wq": get(attn.query.weight), "bq": get(attn.query.bias), "wk": get(attn.key.weight), "bk": get(attn.key.bias)}
+    return {
+        "wq": get(attn.query.weight),
+        "bq": get(attn.query.bias),
+        "wk": get(attn.key.weight),
+        "bk": get(attn.key.bias),
+    }
 
 
 def test_directionality_index_symmetric_skew_random():
@@ -48,7 +53,9 @@ def test_directionality_index_symmetric_skew_random():
     assert dirn.directionality_index(a + a.T) == pytest.approx(0, abs=1e-12)
     assert dirn.directionality_index(a - a.T) == pytest.approx(1)
     hidden, d = 256, 32
-    values = [dirn.directionality_index(rng.normal(size=(hidden, d)) @ rng.normal(size=(hidden, d)).T) for _ in range(5)]
+    values = [
+        dirn.directionality_index(rng.normal(size=(hidden, d)) @ rng.normal(size=(hidden, d)).T) for _ in range(5)
+    ]
     assert np.mean(values) == pytest.approx(0.5, abs=0.03)
     with pytest.raises(ValueError, match="zero"):
         dirn.directionality_index(np.zeros((3, 3)))
@@ -62,7 +69,9 @@ def test_symmetric_eigenvalues_low_rank_equals_full():
     assert np.allclose(np.sort(core), np.sort(full[np.argsort(np.abs(full))[-8:]]))
     signs = dirn.eigen_signs(full, tol=1e-9)
     assert signs["eig_pos"] + signs["eig_neg"] == 8  # rank of S is 2d here
-    assert dirn.eigen_signs(np.array([3.0, 1.0, -1.0, 1e-12]), 1e-9) == pytest.approx({"eig_pos": 2, "eig_neg": 1, "eig_pos_mass": 0.8})
+    assert dirn.eigen_signs(np.array([3.0, 1.0, -1.0, 1e-12]), 1e-9) == pytest.approx(
+        {"eig_pos": 2, "eig_neg": 1, "eig_pos_mass": 0.8}
+    )
 
 
 def test_principal_angles():
@@ -179,7 +188,12 @@ def test_directionality_table_and_run(tmp_path, root):
     snakemake = SimpleNamespace(
         wildcards=SimpleNamespace(seed="5"),
         config={"patterns": {"eig_tol": 1e-6}},
-        input=SimpleNamespace(model=str(model_dir / "model.safetensors"), tokens=str(tmp_path / "tokens.parquet"), attention=str(tmp_path / "attention.parquet")),
+        params=SimpleNamespace(eig_tol=1e-6),
+        input=SimpleNamespace(
+            model=str(model_dir / "model.safetensors"),
+            tokens=str(tmp_path / "tokens.parquet"),
+            attention=str(tmp_path / "attention.parquet"),
+        ),
         output=[str(out)],
     )
     dirn.run(snakemake)

@@ -70,8 +70,8 @@ def test_cloud_measures_are_rotation_invariant_except_per_dimension_ones():
     x, y = clusters(rng, spread=2.0)  # overlapping, so the probe is not trivially perfect
     q, r = np.linalg.qr(rng.normal(size=(12, 12)))
     options = {**dist.DEFAULTS, "probe_folds": 3}
-    table = {(c, m, i): v for c, m, i, v in dist.cloud_measures(x, y, CLASSES, options, 1)}
-    rotated = {(c, m, i): v for c, m, i, v in dist.cloud_measures(x @ (q * np.sign(np.diag(r))), y, CLASSES, options, 1)}
+    table = {(c, m, i): v for c, m, i, v in dist.cloud_measures(x, y, CLASSES, options)}
+    rotated = {(c, m, i): v for c, m, i, v in dist.cloud_measures(x @ (q * np.sign(np.diag(r))), y, CLASSES, options)}
     per_dimension = {"dim_mean", "dim_var", "outlier_z", "n_outlier_dims"}
     for key, v in table.items():
         if key[1] not in per_dimension:

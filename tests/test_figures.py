@@ -52,10 +52,13 @@ def assert_readable(fig: plt.Figure) -> None:
     assert fig.axes, "figure without axes"
     plotted = [ax for ax in fig.axes if ax.has_data() and ax.get_label() != "<colorbar>"]
     assert plotted
+    # Grids of panels label their axes once for the figure (supxlabel / supylabel).
+    sup_x = fig._supxlabel is not None and fig._supxlabel.get_text()
+    sup_y = fig._supylabel is not None and fig._supylabel.get_text()
     for ax in plotted:
         # A shared axis is labelled once (bottom row / left column).
-        assert any(a.get_xlabel() for a in ax.get_shared_x_axes().get_siblings(ax)), "x axis without label"
-        assert any(a.get_ylabel() for a in ax.get_shared_y_axes().get_siblings(ax)), "y axis without label"
+        assert sup_x or any(a.get_xlabel() for a in ax.get_shared_x_axes().get_siblings(ax)), "x axis without label"
+        assert sup_y or any(a.get_ylabel() for a in ax.get_shared_y_axes().get_siblings(ax)), "y axis without label"
     titles = [ax.get_title() for ax in fig.axes] + [fig._suptitle.get_text() if fig._suptitle else ""]
     assert any(titles), "figure without a title"
 
@@ -102,6 +105,10 @@ def test_readers_name_the_file_and_columns(tmp_path):
         tables.read_parquet(tmp_path / "nope.parquet")
     with pytest.raises(ValueError, match="2 files for 3 seeds"):
         tables.per_seed(["a", "b"], [0, 1, 2], tables.read_csv)
+    info = tmp_path / "training_info.json"
+    info.write_text('{"epochs": [{"epoch": 1, "val_loss": 0.3}]}')
+    with pytest.raises(ValueError, match=r"training_info\.json.*'step'"):
+        classification.validation_table([info], [0])
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -193,10 +200,13 @@ def test_training_curves_one_line_per_seed_and_panel():
     steps = np.arange(1, 41)
     log = pd.concat([pd.DataFrame({"seed": s, "step": steps, "epoch": (steps - 1) // 20,
                                    "loss": np.exp(-steps / 10) + s, "lr": 1e-3 * (1 - steps / 40)}) for s in (0, 1)])
-    fig = classification.plot_training_curves(log, smooth=5)
+    val = pd.DataFrame({"seed": [0, 0, 1, 1], "step": [20, 40, 20, 40], "val_loss": [0.5, 0.2, 1.5, 1.2]})
+    fig = classification.plot_training_curves(log, val, smooth=5)
     assert_readable(fig)
     ax_loss, ax_lr = fig.axes
-    assert [t.get_text() for t in ax_loss.get_legend().get_texts()] == ["seed 0", "seed 1"]
+    assert [t.get_text() for t in ax_loss.get_legend().get_texts()] == ["seed 0", "seed 1", "validation loss (end of epoch)"]
+    diamonds = np.concatenate([c.get_offsets() for c in ax_loss.collections])
+    np.testing.assert_allclose(diamonds, val[["step", "val_loss"]].to_numpy())
     smoothed = [line for line in ax_loss.get_lines() if line.get_label() == "seed 1"][0]
     expected = pd.Series(np.exp(-steps / 10) + 1).rolling(5, min_periods=1).mean()
     np.testing.assert_allclose(smoothed.get_ydata(), expected)
@@ -277,7 +287,8 @@ def test_pca_pareto_bars_and_cumulative_line():
     assert [ax.get_title() for ax in panels] == ["embeddings", "layer 0", "layer 1"]
     for ax in panels:
         np.testing.assert_allclose([b.get_height() for b in ax.patches], [0.5, 0.3, 0.1, 0.05])
-        np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [0.5, 0.8, 0.9, 0.95])
+        cumulative = [line for line in ax.get_lines() if line.get_label() == "cumulative"][0]
+        np.testing.assert_allclose(cumulative.get_ydata(), [0.5, 0.8, 0.9, 0.95])
 
 
 def test_probe_silhouette_lines_are_the_means_along_the_stream():
@@ -369,7 +380,7 @@ def test_gallery_picks_the_best_head_of_each_gate():
 def test_aa_ticks_known_positions():
     tmap = token_map(512, 12, 9, spike_domains(ROOT / "resources" / "variants.yaml")).to_pandas()
     ticks, labels, domains = attention.aa_ticks(tmap, 427)
-    assert labels[:3] == ["1", "200", "400"] and ticks[:3] == [1, 68, 135]  # aa_start(t) = 3(t - 1) + 1
+    assert labels[:3] == ["1", "200", "400"] and ticks[:3] == [1, 68, 134]  # first t with aa_start(t) = 3(t - 1) + 1 >= mark
     centre = dict((name, position) for position, name in domains)
     assert set(centre) == set(attention.TICK_DOMAINS)
     assert 107 < centre["RBD"] < 181  # RBD = aa 319-541 = tokens 107..180
@@ -379,7 +390,8 @@ def test_gallery_from_files(tmp_path):
     gates = gates_table(seeds=(0,))
     write_parquet(gates, tmp_path / "gates.parquet")
     length = 20
-    rows = []
+    rows = [{"label": 2, "class": "Mu", "layer": layer, "head": head, "n_seqs": 0, "length": 0, "matrix": []}
+            for layer in range(2) for head in range(4)]  # as the activations stage writes an empty class
     for label in range(2):
         for layer in range(2):
             for head in range(4):
@@ -392,7 +404,9 @@ def test_gallery_from_files(tmp_path):
     write_parquet(token_map(32, 12, 9, spike_domains(ROOT / "resources" / "variants.yaml")), tmp_path / "tm.parquet")
     inputs = SimpleNamespace(gates=str(tmp_path / "gates.parquet"), token_map=str(tmp_path / "tm.parquet"),
                              class_attention=str(tmp_path / "class_attention.parquet"))
-    params = SimpleNamespace(classes=CLASSES, gallery_class="Lambda", seed=0)
+    params = SimpleNamespace(classes=CLASSES, gallery_class=None, seed=0)
+    assert "class GH" in attention.make_attention_gallery(inputs, params)._suptitle.get_text()  # first usable
+    params.gallery_class = "Lambda"
     fig = attention.make_attention_gallery(inputs, params)
     assert_readable(fig)
     shown = [ax for ax in fig.axes if ax.images]
@@ -402,6 +416,9 @@ def test_gallery_from_files(tmp_path):
     assert "class Lambda" in fig._suptitle.get_text()
     params.gallery_class = "Zeta"
     with pytest.raises(ValueError, match="gallery_class"):
+        attention.make_attention_gallery(inputs, params)
+    params.gallery_class = "Mu"  # label 2: no matrices (no correctly classified sequence)
+    with pytest.raises(ValueError, match="class Mu"):
         attention.make_attention_gallery(inputs, params)
     matrices = attention.read_class_matrices(inputs.class_attention, 1, [(1, 2)])
     assert list(matrices) == [(1, 2)]
@@ -432,12 +449,12 @@ def test_domain_attention_marks_heads_significant_in_every_seed():
     table = pd.DataFrame(rows, columns=["seed", "layer", "head", "domain", "measure", "value"])
     fig = attention.plot_domain_attention(table, ["SP", "RBD", "NTD"])
     assert_readable(fig)
-    ntd, rbd = [ax for ax in fig.axes if ax.get_visible() and ax.images]
+    rbd, ntd = [ax for ax in fig.axes if ax.get_visible() and ax.images]
     assert rbd.get_title() == "RBD" and ntd.get_title() == "NTD"  # the given order; SP absent
     np.testing.assert_allclose(np.asarray(rbd.images[0].get_array()), 1.0)  # log2(2)
     dots = rbd.collections[0].get_offsets()
     assert [tuple(d) for d in dots] == [(2.0, 1.0)]  # head 2, layer 1; (0, 0) only in one seed
-    assert not ntd.collections
+    assert sum(len(c.get_offsets()) for c in ntd.collections) == 0
 
 
 # ---- directionality -------------------------------------------------------------------------------------

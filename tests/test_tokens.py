@@ -138,6 +138,9 @@ def test_save_load_round_trip(tmp_path, spike):
     assert len(back) == len(vocab) == 424 + 5
     np.testing.assert_array_equal(back.encode([spike])[0], tok.encode([spike])[0])
     assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == sorted(tokens.TOKENIZER_FILES)
+    # transformers keeps the k-mer keys when it re-saves the tokenizer (e.g. beside a trained model)
+    AutoTokenizer.from_pretrained(str(tmp_path / "tok")).save_pretrained(tmp_path / "resaved")
+    assert KmerTokenizer.load(tmp_path / "resaved").vocab == tok.vocab
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         KmerTokenizer.load(tmp_path)
 

@@ -39,7 +39,7 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.Comp
 def tiny_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("tiny_workflow")
     snakemake(workdir, "--cores", "2")
-    snakemake(workdir, "--cores", "1", "--report", "report.html")
+    snakemake(workdir, "--cores", "1", "--report", str(workdir / "report.html"))
     return workdir
 
 

@@ -11,7 +11,9 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification
+
+from bertgeom.tokens import load_base_vocab
 
 log = logging.getLogger("bertgeom.model")
 
@@ -124,11 +126,7 @@ def check_pretrained_vocab(source: str, tokenizer, config: BertConfig) -> None:
             f"tokenizer [PAD] id {tokenizer.pad_id} differs from {source!r} pad_token_id {config.pad_token_id}: "
             f"build the tokens with model.init: pretrained and the same model.pretrained"
         )
-    try:
-        base_vocab = AutoTokenizer.from_pretrained(source).get_vocab()
-    except (OSError, ValueError):
-        log.warning("no tokenizer found with %s; vocabulary ids not cross-checked", source)
-        return
+    base_vocab, _ = load_base_vocab(source)  # the vocabulary the tokens stage extended
     moved = [token for token, index in base_vocab.items() if tokenizer.vocab.get(token) != index]
     if moved:
         raise ValueError(

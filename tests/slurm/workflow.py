@@ -4,10 +4,12 @@ node, the jobs of a Snakemake log, and the comparison of two results/ trees."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,13 +96,15 @@ def controller_jobs(scontrol_output: str) -> dict[str, dict[str, str]]:
     return records
 
 
-# Files that differ between two correct runs and why; compared by presence only.
-VOLATILE = {
-    ".png": "matplotlib output, compared by presence",
-    ".pdf": "embeds its creation date",
-    ".html": "embeds timestamps",
-}
+# Files that differ between two correct runs, compared by presence only.
+VOLATILE_SUFFIXES = (".png", ".pdf", ".html")  # matplotlib output, creation dates, timestamps
 VOLATILE_DIRS = ("results/benchmarks/",)  # run times
+# Fields of CSV/JSON files that measure time (elapsed_s, tokens_per_s, wall_s_this_run, ...).
+TIMING_WORDS = {"s", "seconds", "elapsed", "wall", "time", "duration"}
+
+
+def is_timing(field: str) -> bool:
+    return bool(TIMING_WORDS & set(field.lower().split("_")))
 
 
 def result_files(workdir: Path) -> set[str]:
@@ -112,17 +116,34 @@ def result_files(workdir: Path) -> set[str]:
     }
 
 
+def _without_timing(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timing(v) for k, v in obj.items() if not is_timing(k)}
+    if isinstance(obj, list):
+        return [_without_timing(v) for v in obj]
+    return obj
+
+
+def same_content(a: Path, b: Path) -> bool:
+    """Parquet: the tables (schema and rows, not the file bytes); CSV and JSON: everything but
+    the timing fields; anything else: the bytes."""
+    if a.suffix == ".parquet":
+        return pq.read_table(a).equals(pq.read_table(b))
+    if a.suffix == ".json":
+        return _without_timing(json.loads(a.read_text())) == _without_timing(json.loads(b.read_text()))
+    if a.suffix == ".csv":
+        tables = [pd.read_csv(path) for path in (a, b)]
+        tables = [t.drop(columns=[c for c in t.columns if is_timing(c)]) for t in tables]
+        return tables[0].equals(tables[1])
+    return a.read_bytes() == b.read_bytes()
+
+
 def differences(a: Path, b: Path, files: set[str]) -> list[str]:
-    """The files of `files` whose content differs between work dirs a and b. Parquet: the tables
-    (schema and rows, not the file bytes); volatile files: presence only; the rest: bytes."""
-    differing = []
-    for name in sorted(files):
-        if name.startswith(VOLATILE_DIRS) or Path(name).suffix in VOLATILE:
-            continue
-        if name.endswith(".parquet"):
-            same = pq.read_table(a / name).equals(pq.read_table(b / name))
-        else:
-            same = (a / name).read_bytes() == (b / name).read_bytes()
-        if not same:
-            differing.append(name)
-    return differing
+    """The files of `files` (relative paths) whose content differs between work dirs a and b;
+    volatile files (figures, reports, benchmarks) are skipped."""
+    return [
+        name
+        for name in sorted(files)
+        if not (name.startswith(VOLATILE_DIRS) or name.endswith(VOLATILE_SUFFIXES))
+        and not same_content(a / name, b / name)
+    ]

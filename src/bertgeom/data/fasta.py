@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -17,7 +16,7 @@ from bertgeom.io import atomic_path
 
 # IUPAC nucleotide codes (U is read as T). Gaps ('-', '.') are alignment output, not sequence.
 IUPAC = "ACGTURYSWKMBDHVN"
-_NOT_IUPAC = re.compile(f"[^{IUPAC}]")
+_IUPAC_BYTES = IUPAC.encode()
 _COMPLEMENT = str.maketrans("ACGTRYSWKMBDHVN", "TGCAYRSWMKVHDBN")
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -92,7 +91,8 @@ def _finish(path: str, record_id: str, line_no: int, chunks: list[str]) -> str:
     sequence = "".join(chunks).upper().replace("U", "T")
     if not sequence:
         raise ValueError(f"{path}, line {line_no}: record {record_id!r} has no sequence")
-    bad = sorted(set(_NOT_IUPAC.findall(sequence)))
+    # bytes.translate with `delete` leaves only the offending characters, at C speed.
+    bad = sorted(set(sequence.encode("ascii", "replace").translate(None, _IUPAC_BYTES).decode()))
     if bad:
         raise ValueError(
             f"{path}, line {line_no}: record {record_id!r} has characters outside the IUPAC nucleotide codes "

@@ -2,7 +2,9 @@
 
 Alignment: minimap2 (mappy) against the reference's spike locus, NC_045512.2:21563-25384 plus
 `flank` nt each side (one index, built once; the whole reference with flank=None). Only the locus
-matters for the lift, and aligning 4.4 kb instead of 30 kb is several times faster.
+matters for the lift, and aligning 4.4 kb instead of 30 kb is several times faster. Forward genomes
+are first aligned on a window of `window` nt each side of the spike's reference position, and
+again in full if anything is unusual (see SpikeExtractor._locate).
 
 Lift: the spike's first base (21563) and the end of its last base (25384) are carried through the
 alignment's CIGAR: a boundary inside a deletion moves to the deletion's edge; insertions inside the
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -42,7 +43,7 @@ from bertgeom.io import job_log, provenance, write_parquet
 log = logging.getLogger("bertgeom.data.spike")
 
 REASONS = ("missing_spike", "partial_spike", "too_many_n", "frameshift", "internal_stop", "duplicate")
-_STOP = re.compile(r"(?=(TAA|TAG|TGA))")  # lookahead: overlapping matches, every frame
+STOP_CODONS = frozenset({"TAA", "TAG", "TGA"})
 
 
 @dataclass
@@ -69,6 +70,11 @@ class SpikeExtractor:
 
     >>> ex = SpikeExtractor("resources/NC_045512.2.fasta")
     >>> res = ex.extract("my-genome", genome)   # res.status, res.reason, res.sequence
+
+    reference: NC_045512.2 FASTA. QC thresholds: max_n_fraction, allow_internal_stops,
+    max_length_change (as config qc). Alignment: minimap2 `preset`; `flank` nt of reference each side
+    of the spike are indexed (None: the whole reference); `window` nt each side of the spike's
+    reference position are aligned first for forward genomes (None: always the whole sequence).
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class SpikeExtractor:
         max_length_change: int = 90,
         preset: str = "asm20",
         flank: int | None = 300,
+        window: int | None = 2000,
     ):
         ref = read_reference(reference)
         if ref[SPIKE_START - 1 : SPIKE_START + 2] != "ATG" or ref[SPIKE_END - 3 : SPIKE_END] not in ("TAA", "TAG", "TGA"):
@@ -88,7 +95,7 @@ class SpikeExtractor:
         self.max_n_fraction = float(max_n_fraction)
         self.allow_internal_stops = bool(allow_internal_stops)
         self.max_length_change = int(max_length_change)
-        self.preset, self.flank = preset, flank
+        self.preset, self.flank, self.window = preset, flank, window
         w0 = 0 if flank is None else max(0, SPIKE_START - 1 - flank)
         w1 = len(ref) if flank is None else min(len(ref), SPIKE_END + flank)
         self._aligner = mappy.Aligner(seq=ref[w0:w1], preset=preset)
@@ -103,6 +110,7 @@ class SpikeExtractor:
             max_length_change=self.max_length_change,
             preset=self.preset,
             flank=self.flank,
+            window=self.window,
         )
 
     def extract(self, seq_id: str, sequence: str) -> SpikeResult:
@@ -123,7 +131,7 @@ class SpikeExtractor:
             return _reject(result, "too_many_n", f"{n_fraction:.1%} of {length} nt are N or ambiguous (qc.max_n_fraction {self.max_n_fraction})")
         if length % 3:
             return _reject(result, "frameshift", f"length {length} nt is not a multiple of 3")
-        stops = [m.start() // 3 + 1 for m in _STOP.finditer(spike) if m.start() % 3 == 0 and m.start() < length - 3]
+        stops = [i // 3 + 1 for i in range(0, length - 3, 3) if spike[i : i + 3] in STOP_CODONS]
         if stops and not self.allow_internal_stops:
             shown = ", ".join(map(str, stops[:5])) + (" ..." if len(stops) > 5 else "")
             return _reject(result, "internal_stop", f"{len(stops)} in-frame stop codon(s) before the end, at codon(s) {shown} of {length // 3}")
@@ -131,6 +139,19 @@ class SpikeExtractor:
 
     def _locate(self, sequence: str) -> tuple[str, int, str] | SpikeResult:
         """(spike, strand, note) or a rejected SpikeResult (missing or partial spike)."""
+        # Fast path (~30% less time): a forward genome has its spike near the reference position,
+        # so align only that window; any doubt (no hit, reverse strand, a boundary not inside an
+        # aligned block) falls back to the whole sequence.
+        if self.window is None:
+            return self._align(sequence)
+        lo, hi = max(0, SPIKE_START - 1 - self.window), SPIKE_END + self.window
+        if len(sequence) > hi + self.window:
+            found = self._align(sequence[lo:hi])
+            if not isinstance(found, SpikeResult) and found[1] == 1 and not found[2]:
+                return found
+        return self._align(sequence)
+
+    def _align(self, sequence: str) -> tuple[str, int, str] | SpikeResult:
         s0, s1 = self._s0, self._s1
         hits = [h for h in self._aligner.map(sequence) if h.is_primary] if sequence else []
         if not hits:
@@ -208,7 +229,7 @@ def _walk(cigar: list, r: int, q: int, pos: int, side: str) -> int:
 
 # ---- many records: optional worker processes (mappy holds the GIL while aligning) ----
 
-_WORKER: SpikeExtractor | None = None
+_WORKER: SpikeExtractor | None = None  # one per worker process
 
 
 def _init_worker(reference: str, options: dict) -> None:

@@ -6,6 +6,8 @@ matplotlib Figure; `run(snakemake)` is the entry point of scripts/figure.py.
 
 from __future__ import annotations
 
+import logging
+
 from bertgeom.figures import attention, classification, cone, data, directionality, distribution
 from bertgeom.figures.theme import apply_theme, save
 from bertgeom.io import job_log, write_text
@@ -29,6 +31,7 @@ def note_synthetic(fig, source: str) -> None:
 def run(snakemake) -> None:
     """Draw the figure `snakemake.params.figure` and write output.png and output.pdf."""
     with job_log(snakemake.log[0]) as log:
+        logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting chatter
         figure_id = snakemake.params.figure
         if figure_id not in FIGURES:
             raise ValueError(f"params.figure: unknown figure id {figure_id!r}; known: {sorted(FIGURES)}")

@@ -54,14 +54,15 @@ def plot_gate_grid(agreement: pd.DataFrame) -> plt.Figure:
     for row in heads.itertuples():
         grid[layers.index(row.layer), row.head] = codes[row.gate]
         share[layers.index(row.layer), row.head] = row.value
-    fig, ax = plt.subplots(figsize=(min(WIDTH * 1.3, 0.42 * n_heads + 3.6), 0.36 * len(layers) + 1.5))
+    fig, ax = plt.subplots(figsize=(min(WIDTH * 1.3, max(WIDTH * 0.85, 0.42 * n_heads + 4.2)),
+                                    max(2.6, 0.36 * len(layers) + 1.5)))
     ax.imshow(grid, cmap=ListedColormap(list(GATE_COLOURS.values())), vmin=-0.5, vmax=len(codes) - 0.5,
               aspect="auto", interpolation="nearest")
     n_seeds = int(heads["n_seeds"].max())
     if n_seeds > 1:
         for (i, j), value in np.ndenumerate(share):
             if np.isfinite(value):
-                ax.text(j, i, f"{value:.0%}" if value < 1 else "all", ha="center", va="center", fontsize=5.5,
+                ax.text(j, i, f"{value:.0%}" if value < 1 else "all", ha="center", va="center", fontsize=6.5,
                         color="white" if grid[i, j] in (codes["directional"], codes["open"]) else "black")
     ax.set_xticks(range(n_heads))
     ax.set_yticks(range(len(layers)), layers)
@@ -78,8 +79,8 @@ def plot_gate_grid(agreement: pd.DataFrame) -> plt.Figure:
         right.set_yticks(range(len(layers)), [f"{matched.get(layer, np.nan):.0%}" for layer in layers])
         right.set_ylabel("agreement between seeds\n(heads matched within layer)")
     present = [g for g in GATE_COLOURS if g in set(heads["gate"])]
-    ax.legend([Patch(color=GATE_COLOURS[g]) for g in present], [GATE_NAMES.get(g, g) for g in present],
-              loc="upper left", bbox_to_anchor=(1.25 if n_seeds > 1 else 1.02, 1), borderaxespad=0, title="gate")
+    fig.legend([Patch(color=GATE_COLOURS[g]) for g in present], [GATE_NAMES.get(g, g) for g in present],
+               loc="outside right upper", title="gate")
     ax.set_title(f"Attention gates per head (modal label of {n_seeds} seed{'s' if n_seeds > 1 else ''}; "
                  f"numbers: share of seeds agreeing)" if n_seeds > 1 else "Attention gates per head")
     return fig
@@ -92,21 +93,23 @@ def plot_k90_violins(k90: pd.DataFrame, seed: int, max_cols: int = 4) -> plt.Fig
     cols = min(max_cols, len(layers))
     rows = math.ceil(len(layers) / cols)
     n_heads = int(k90["head"].max()) + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(min(WIDTH * 1.4, (0.3 * n_heads + 0.9) * cols + 0.6),
-                                                  1.9 * rows + 0.6), squeeze=False, sharey=True)
+    width = min(WIDTH * 1.4, max(WIDTH * 0.85, (0.3 * n_heads + 0.9) * cols + 0.6))
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 1.9 * rows + 0.6), squeeze=False, sharey=True)
     top = k90["k90"].max()
     for ax, layer in zip(axes.flat, layers):
         part = k90[k90["layer"] == layer]
         sns.violinplot(part, x="head", y="k90", ax=ax, cut=0, density_norm="width", inner="quart",
                        color="#88CCEE", linewidth=0.6, order=list(range(n_heads)))
         ax.set_title(f"layer {layer}")
-        ax.set_xlabel("head" if ax.get_subplotspec().is_last_row() else "")
-        ax.set_ylabel("K90 (keys)" if ax.get_subplotspec().is_first_col() else "")
+        ax.set_xlabel("")
+        ax.set_ylabel("")
         ax.set_ylim(0, top * 1.03)
         if n_heads > 8:
             ax.set_xticks(range(0, n_heads, 2))
     for ax in axes.flat[len(layers):]:
         ax.set_visible(False)
+    fig.supxlabel("head", fontsize="medium")
+    fig.supylabel("K90 (number of keys)", fontsize="medium")
     n_seqs = k90["seq_id"].nunique()
     fig.suptitle(f"K90: keys holding 90% of a query row's attention (seed {seed}, {n_seqs} sequences, "
                  f"every real query row)", fontweight="bold", fontsize="medium")
@@ -129,6 +132,24 @@ def pick_gallery_heads(gates: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(picks)
 
 
+def gallery_label(path, classes: list[str], requested: str | None) -> int:
+    """The label whose class-averaged matrices the gallery shows: `requested` (figures.gallery_class),
+    else the first class in label order with at least one correctly classified sequence."""
+    counts = read_parquet(path, ["label", "n_seqs"]).groupby("label")["n_seqs"].min()
+    if requested is not None:
+        if requested not in classes:
+            raise ValueError(f"config figures.gallery_class: {requested!r} is not one of classes {classes}")
+        label = classes.index(requested)
+        if counts.get(label, 0) < 1:
+            raise ValueError(f"{path}: class {requested} (figures.gallery_class) has no correctly classified "
+                             "sequence, so no class-averaged attention matrix")
+        return label
+    usable = [label for label in range(len(classes)) if counts.get(label, 0) >= 1]
+    if not usable:
+        raise ValueError(f"{path}: no class has a correctly classified sequence (every n_seqs is 0)")
+    return usable[0]
+
+
 def read_class_matrices(path, label: int, heads: list[tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
     """{(layer, head): A [query, key]} of one class from class_attention.parquet, reading only those rows."""
     filters = [[("label", "=", label), ("layer", "=", layer), ("head", "=", head)] for layer, head in set(heads)]
@@ -136,7 +157,7 @@ def read_class_matrices(path, label: int, heads: list[tuple[int, int]]) -> dict[
     matrices = {}
     for row in table.itertuples():
         flat = np.asarray(row.matrix, dtype=np.float64)
-        if flat.size != row.length**2:
+        if row.length < 1 or flat.size != row.length**2:
             raise ValueError(f"{path}: label {label} layer {row.layer} head {row.head}: matrix has {flat.size} "
                              f"values, expected length^2 = {row.length**2}")
         matrices[(int(row.layer), int(row.head))] = flat.reshape(row.length, row.length)
@@ -186,14 +207,14 @@ def plot_attention_gallery(matrices: dict, picks: pd.DataFrame, token_map: pd.Da
         top = ax.secondary_xaxis("top")
         top.set_xticks([p for p, _ in domains], [n for _, n in domains], fontsize=5.5)
         top.tick_params(length=0, pad=1)
-        extra = "" if pick.label == pick.gate else f", label {GATE_NAMES.get(pick.label, pick.label)}"
-        ax.set_title(f"{GATE_NAMES[pick.gate]}\nlayer {pick.layer} head {pick.head} (score {pick.score:.2f}{extra})",
+        extra = "" if pick.label == pick.gate else f"\n(head labelled {GATE_NAMES.get(pick.label, pick.label)})"
+        ax.set_title(f"{GATE_NAMES[pick.gate]}: layer {pick.layer}, head {pick.head}\nscore {pick.score:.2f}{extra}",
                      fontsize="small", fontweight="normal")
-        ax.set_xlabel("key (spike amino acid)" if ax.get_subplotspec().is_last_row() else "", fontsize="small")
-        ax.set_ylabel("query (spike amino acid)" if ax.get_subplotspec().is_first_col() else "", fontsize="small")
     for ax in axes.flat[len(picks):]:
         ax.set_visible(False)
     fig.colorbar(image, ax=list(axes.flat[: len(picks)]), shrink=0.6, label="attention weight (mean over class)")
+    fig.supxlabel("key (spike amino acid)", fontsize="medium")
+    fig.supylabel("query (spike amino acid)", fontsize="medium")
     fig.suptitle(f"Class-averaged attention matrices, one head per gate type (class {class_name}, seed {seed})",
                  fontweight="bold", fontsize="medium")
     return fig
@@ -253,11 +274,11 @@ def plot_domain_attention(domains: pd.DataFrame, order: list[str], alpha: float 
         ax.grid(False)
         ax.set_xticks(range(0, n_heads, max(1, n_heads // 4)))
         ax.set_yticks(range(0, n_layers, max(1, n_layers // 4)), grid.index[:: max(1, n_layers // 4)])
-        ax.set_xlabel("head" if ax.get_subplotspec().is_last_row() else "")
-        ax.set_ylabel("layer" if ax.get_subplotspec().is_first_col() else "")
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
     fig.colorbar(image, ax=axes, shrink=0.8, label="log2(attention share / token share)")
+    fig.supxlabel("head", fontsize="medium")
+    fig.supylabel("layer", fontsize="medium")
     n_seeds = domains["seed"].nunique()
     fig.suptitle(f"Attention received by each spike domain, relative to its share of tokens ({n_seeds} seed"
                  f"{'s' if n_seeds > 1 else ''}; dot: Bonferroni p < {alpha} in every seed)",
@@ -277,13 +298,10 @@ def make_attention_gallery(input, params) -> plt.Figure:
     gates = read_parquet(input.gates, GATES_COLUMNS)
     picks = pick_gallery_heads(gates)
     classes = list(params.classes)
-    name = params.gallery_class or classes[0]
-    if name not in classes:
-        raise ValueError(f"config figures.gallery_class: {name!r} is not one of classes {classes}")
-    matrices = read_class_matrices(input.class_attention, classes.index(name),
-                                   list(zip(picks["layer"], picks["head"])))
+    label = gallery_label(input.class_attention, classes, params.gallery_class)
+    matrices = read_class_matrices(input.class_attention, label, list(zip(picks["layer"], picks["head"])))
     token_map = read_parquet(input.token_map, TOKEN_MAP_COLUMNS)
-    return plot_attention_gallery(matrices, picks, token_map, name, params.seed)
+    return plot_attention_gallery(matrices, picks, token_map, classes[label], params.seed)
 
 
 def make_attention_entropy(input, params) -> plt.Figure:

@@ -18,10 +18,12 @@ LOG_COLUMNS = ("step", "epoch", "loss", "lr")
 METRIC_KEYS = ("accuracy", "macro_f1", "micro_f1", "per_class", "confusion_matrix", "classes")
 
 
-def plot_training_curves(log: pd.DataFrame, smooth: int = 10) -> plt.Figure:
-    """Training loss (raw, faint; rolling mean over `smooth` log lines, bold) and learning rate per step.
+def plot_training_curves(log: pd.DataFrame, val: pd.DataFrame | None = None, smooth: int = 10) -> plt.Figure:
+    """Training loss (raw, faint; rolling mean over `smooth` log lines, bold), validation loss after
+    each epoch (diamonds) and learning rate per step.
 
-    log: columns `seed, step, epoch, loss, lr`, one row per logged step.
+    log: columns `seed, step, epoch, loss, lr`, one row per logged step;
+    val: columns `seed, step, val_loss`, one row per epoch (training_info.json "epochs").
     """
     seeds = sorted(log["seed"].unique())
     palette = seed_palette(seeds)
@@ -34,14 +36,21 @@ def plot_training_curves(log: pd.DataFrame, smooth: int = 10) -> plt.Figure:
         smoothed = part["loss"].rolling(smooth, min_periods=1).mean()
         ax_loss.plot(part["step"], smoothed, color=palette[seed], linewidth=1.6, label=f"seed {seed}")
         ax_lr.plot(part["step"], part["lr"], color=palette[seed], linewidth=1.2)
+    if val is not None and len(val):
+        for i, seed in enumerate(seeds):
+            part = val[val["seed"] == seed]
+            ax_loss.scatter(part["step"], part["val_loss"], marker="D", s=22, color=palette[seed], edgecolor="black",
+                            linewidth=0.5, zorder=4, label="validation loss (end of epoch)" if i == 0 else None)
     # Epoch boundaries: the first logged step of each new epoch (same for every seed).
     first = log[log["seed"] == seeds[0]]
     for step in first.groupby("epoch")["step"].min().iloc[1:]:
         for ax in (ax_loss, ax_lr):
             ax.axvline(step, color="0.5", linestyle=":", linewidth=0.8)
-    ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("training loss (cross-entropy, nats)")
-    ax_loss.set_title(f"Training curves ({len(seeds)} seeds; bold: rolling mean of {smooth} log points; dotted: epochs)")
+    positive = log["loss"][log["loss"] > 0]
+    if len(positive) and positive.max() / positive.min() > 10:  # log scale only when it spans decades
+        ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("loss (cross-entropy, nats)")
+    ax_loss.set_title(f"Training curves ({len(seeds)} seeds; bold: rolling mean of {smooth} steps; dotted: epochs)")
     legend_outside(ax_loss)
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("optimizer step")
@@ -145,8 +154,20 @@ def read_metrics(input) -> list[dict]:
     return [read_json(path, METRIC_KEYS) for path in input.metrics]
 
 
+def validation_table(paths, seeds) -> pd.DataFrame:
+    """seed, epoch, step, val_loss, ... from each seed's training_info.json ("epochs" list)."""
+    rows = []
+    for path, seed in zip(paths, seeds):
+        for epoch in read_json(path, ["epochs"])["epochs"]:
+            if "step" not in epoch or "val_loss" not in epoch:
+                raise ValueError(f"{path}: every entry of 'epochs' needs 'step' and 'val_loss', got {sorted(epoch)}")
+            rows.append({"seed": seed, **epoch})
+    return pd.DataFrame(rows)
+
+
 def make_training_curves(input, params) -> plt.Figure:
-    return plot_training_curves(per_seed(input.logs, params.seeds, read_csv, columns=LOG_COLUMNS))
+    log = per_seed(input.logs, params.seeds, read_csv, columns=LOG_COLUMNS)
+    return plot_training_curves(log, validation_table(input.infos, params.seeds))
 
 
 def make_confusion_matrix(input, params) -> plt.Figure:

@@ -44,7 +44,7 @@ def plot_directionality_index(table: pd.DataFrame) -> plt.Figure:
     grids = [head_means(table, m) for m, _ in panels]
     n_layers, n_heads = grids[0].shape
     fig, axes = plt.subplots(1, len(panels), figsize=(max(WIDTH, len(panels) * (0.34 * n_heads + 1.6) + 1.2),
-                                                      0.3 * n_layers + 1.7), squeeze=False)
+                                                      max(2.8, 0.3 * n_layers + 1.7)), squeeze=False)
     for ax, grid, (_, title) in zip(axes.flat, grids, panels):
         sns.heatmap(grid, ax=ax, vmin=0, vmax=1, cmap=SEQUENTIAL, annot=n_heads <= 12, fmt=".2f",
                     annot_kws={"fontsize": 5.5}, cbar=ax is axes.flat[-1], linewidths=0.3, linecolor="white",

@@ -64,9 +64,8 @@ def plot_pca_pareto(dist: pd.DataFrame, pooling: str = "cls") -> plt.Figure:
         ax.set_ylim(0, 1.02)
         ax.set_title(name)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-    for ax in axes:
-        ax.set_xlabel("component" if ax.get_subplotspec().is_last_row() else "")
-        ax.set_ylabel("variance share" if ax.get_subplotspec().is_first_col() else "")
+    fig.supxlabel("principal component", fontsize="medium")
+    fig.supylabel("share of variance", fontsize="medium")
     n_seeds = int(dist["n_seeds"].max())
     fig.suptitle(f"PCA of the {POOLING_NAMES[pooling]} vectors along the stream: explained variance "
                  f"(mean of {n_seeds} seeds, CI bars)", fontweight="bold", fontsize="medium")
@@ -98,8 +97,6 @@ def plot_embedding(points: pd.DataFrame, classes: list[str], method: str, seed: 
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel(f"{axis_name} 1" if ax.get_subplotspec().is_last_row() else "")
-        ax.set_ylabel(f"{axis_name} 2" if ax.get_subplotspec().is_first_col() else "")
     handles, labels = [], []
     for ax in axes:  # every class once, even if a panel lacks one
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -112,6 +109,8 @@ def plot_embedding(points: pd.DataFrame, classes: list[str], method: str, seed: 
         handles.append(Line2D([], [], marker="X", linestyle="", markerfacecolor="white", markeredgecolor="black"))
         labels.append("misclassified")
     fig.legend(handles, labels, loc="outside right upper", title="class", markerscale=2)
+    fig.supxlabel(f"{axis_name} 1", fontsize="medium")
+    fig.supylabel(f"{axis_name} 2", fontsize="medium")
     title = {"pca": "2-D PCA", "tsne": "t-SNE"}[method]
     fig.suptitle(f"{title} of the {POOLING_NAMES[pooling]} vectors of {points['seq_id'].nunique()} "
                  f"sequences along the stream (seed {seed})", fontweight="bold", fontsize="medium")

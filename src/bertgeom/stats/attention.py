@@ -19,7 +19,7 @@ A head's label is the one gate whose score reaches its threshold; "mixed" when n
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from itertools import combinations
 from typing import Iterator
 
@@ -141,7 +141,9 @@ def cluster_score(attention: np.ndarray, window: int, min_block: int) -> tuple[f
     return float(np.clip(r, 0.0, 1.0) * share), len(blocks)
 
 
-def matrix_metrics(attention: np.ndarray, window: int, top_keys: int, min_block: int, n_singular: int, rank_tol: float) -> dict[str, float]:
+def matrix_metrics(
+    attention: np.ndarray, window: int, top_keys: int, min_block: int, n_singular: int, rank_tol: float
+) -> dict[str, float]:
     """Per-head metrics of one attention matrix A [query, key] (n x n, rows sum to 1).
 
     Means over all n real query rows. Special keys: 0 ([CLS]) and n - 1 ([SEP]).
@@ -241,7 +243,9 @@ def iter_attention(path: str, columns: list[str] = MATRIX_COLUMNS) -> Iterator[t
             a = flat.astype(np.float64).reshape(n, n)
             sums = a.sum(axis=1)
             if size == "n" and np.abs(sums - 1).max() > ROW_SUM_TOL:
-                raise ValueError(f"{path}: record {where}: attention rows must sum to 1 (found {sums.min():.4f}..{sums.max():.4f})")
+                raise ValueError(
+                    f"{path}: record {where}: attention rows must sum to 1 (found {sums.min():.4f}..{sums.max():.4f})"
+                )
             yield record, a
 
 
@@ -293,7 +297,9 @@ def summary_table(path: str, seed: int, batch_rows: int) -> pd.DataFrame:
     return tidy.assign(seed=seed, source="all")
 
 
-def subset_tables(attention_path: str, member: np.ndarray, domain_names: list[str], patterns: dict, seed: int, classes: list[str]):
+def subset_tables(
+    attention_path: str, member: np.ndarray, domain_names: list[str], patterns: dict, seed: int, classes: list[str]
+):
     """Metrics, gate scores, K90 samples and domain shares from the subset's full matrices.
 
     Returns (per-matrix metrics+scores DataFrame, K90 samples DataFrame, per-matrix domain rows).
@@ -316,7 +322,9 @@ def subset_tables(attention_path: str, member: np.ndarray, domain_names: list[st
     if not metric_rows:
         raise ValueError(f"{attention_path}: no attention matrices (config activations.subset_per_class must be >= 1)")
     k90_table = pd.concat(k90_frames, ignore_index=True).assign(seed=seed)
-    k90_table = k90_table.astype({"seed": "int32", "layer": "int16", "head": "int16", "label": "int16", "position": "int16", "k90": "int16"})
+    k90_table = k90_table.astype(
+        {"seed": "int32", "layer": "int16", "head": "int16", "label": "int16", "position": "int16", "k90": "int16"}
+    )
     k90_table = k90_table[["seed", "layer", "head", "seq_id", "label", "class", "position", "k90"]]
     return pd.DataFrame(metric_rows), k90_table, pd.DataFrame(domain_rows)
 
@@ -348,7 +356,9 @@ def patterns_tables(per_matrix: pd.DataFrame, patterns: dict, seed: int) -> tupl
              "label_share": float((own == label).mean()), "n_seqs": int(row["n_seqs"]),
              **{f"score_{g}": scores[g] for g in GATES}}  # fmt: skip
         )
-    gates_table = pd.DataFrame(gates).astype({"seed": "int32", "layer": "int16", "head": "int16", "n_passed": "int8", "n_seqs": "int32"})
+    gates_table = pd.DataFrame(gates).astype(
+        {"seed": "int32", "layer": "int16", "head": "int16", "n_passed": "int8", "n_seqs": "int32"}
+    )
     return tidy.assign(seed=seed, source="subset"), gates_table
 
 
@@ -385,11 +395,17 @@ def domain_table(per_matrix: pd.DataFrame, class_rows: pd.DataFrame, n_heads_tot
 
 
 def class_domain_rows(path: str, member: np.ndarray, domain_names: list[str]) -> pd.DataFrame:
-    """Domain shares of each class's mean attention matrix (class_attention.parquet)."""
+    """Domain shares of each class's mean attention matrix (class_attention.parquet); classes
+    without a correctly classified sequence (n_seqs 0, empty matrix) are skipped."""
     rows = []
-    for record, a in iter_attention(path, ["label", "layer", "head", "length", "matrix"]):
+    for record, a in iter_attention(path, ["label", "layer", "head", "n_seqs", "length", "matrix"]):
+        if record["n_seqs"] == 0:
+            continue
         observed, _ = domain_shares(a, member)
-        rows += [{"layer": record["layer"], "head": record["head"], "domain": d, "share": s} for d, s in zip(domain_names, observed)]
+        rows += [
+            {"layer": record["layer"], "head": record["head"], "domain": d, "share": s}
+            for d, s in zip(domain_names, observed)
+        ]
     return pd.DataFrame(rows)
 
 
@@ -399,15 +415,24 @@ def _tidy(frame: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
     return frame.sort_values(columns[:-1], kind="stable").reset_index(drop=True)
 
 
-def attention_tables(summary: str, attention: str, class_attention: str, token_map: str, variants: str, config: dict, seed: int) -> dict[str, pd.DataFrame]:
+def attention_tables(
+    summary: str,
+    attention: str,
+    class_attention: str,
+    token_map: str,
+    variants: str,
+    patterns: dict,
+    classes: list[str],
+    seed: int,
+    batch_rows: int = 65536,
+) -> dict[str, pd.DataFrame]:
     """Every per-seed table of rule attention_patterns: patterns, gates, k90, domains."""
-    patterns = config["patterns"]
     domain_names = [d.name for d in spike_domains(variants)]
     member = domain_membership(token_map, domain_names)
     log.info("summary means over every sequence: %s", summary)
-    all_rows = summary_table(summary, seed, config["stats"]["batch_rows"])
+    all_rows = summary_table(summary, seed, batch_rows)
     log.info("subset matrices: %s", attention)
-    per_matrix, k90_table, domain_rows = subset_tables(attention, member, domain_names, patterns, seed, config["classes"])
+    per_matrix, k90_table, domain_rows = subset_tables(attention, member, domain_names, patterns, seed, classes)
     subset_rows, gates = patterns_tables(per_matrix, patterns, seed)
     n_heads_total = int(all_rows[["layer", "head"]].drop_duplicates().shape[0])
     domains = domain_table(domain_rows, class_domain_rows(class_attention, member, domain_names), n_heads_total, seed)
@@ -457,7 +482,9 @@ def gate_agreement(gates: pd.DataFrame) -> pd.DataFrame:
         for gate in (*GATES, MIXED):
             shares = [per_seed[s][gate] / heads for s in seeds]
             rows.append((layer, None, gate, "share_mean", float(np.mean(shares)), len(seeds)))
-            rows.append((layer, None, gate, "share_sd", float(np.std(shares, ddof=1)) if len(seeds) > 1 else np.nan, len(seeds)))
+            rows.append(
+                (layer, None, gate, "share_sd", float(np.std(shares, ddof=1)) if len(seeds) > 1 else np.nan, len(seeds))
+            )
     table = pd.DataFrame(rows, columns=["layer", "head", "gate", "measure", "value", "n_seeds"])
     return table.astype({"layer": "int16", "head": "Int16", "value": "float64", "n_seeds": "int32"})
 
@@ -481,8 +508,10 @@ def run(snakemake) -> None:
         snakemake.input.class_attention,
         snakemake.input.token_map,
         snakemake.input.variants,
-        snakemake.config,
+        snakemake.params.patterns,
+        snakemake.params.classes,
         seed,
+        snakemake.params.batch_rows,
     )
     meta = provenance(snakemake.config, seed=seed, **_upstream(snakemake.input.attention))
     for name, table in tables.items():
@@ -494,5 +523,9 @@ def run_agreement(snakemake) -> None:
     """Rule gate_agreement: label agreement across seeds from every seed's gates table."""
     gates = pd.concat([pq.read_table(path).to_pandas() for path in snakemake.input], ignore_index=True)
     table = gate_agreement(gates)
-    write_parquet(table, snakemake.output[0], meta=provenance(snakemake.config, seeds=sorted(int(s) for s in gates["seed"].unique())))
+    write_parquet(
+        table,
+        snakemake.output[0],
+        meta=provenance(snakemake.config, seeds=sorted(int(s) for s in gates["seed"].unique())),
+    )
     log.info("wrote %s (%d rows)", snakemake.output[0], len(table))

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as ds
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bertgeom.io import provenance, read_metadata, to_matrix, write_parquet
@@ -251,9 +251,19 @@ def require_columns(path: str, columns: list[str]) -> None:
 
 
 def iter_batches(path: str, columns: list[str], batch_rows: int, filter=None) -> Iterator:
-    """Record batches of `columns` of a Parquet file, `batch_rows` rows at a time (optionally filtered)."""
+    """Record batches of `columns` of a Parquet file, `batch_rows` rows at a time (optionally the
+    rows matching `filter`, a pyarrow.compute expression). Memory is bounded by a batch or so.
+
+    pre_buffer off: by default the reader fetches the column chunks of every row group up front, so
+    memory grew with the file (benchmarks/bench_stats.py); the dataset scanner's read-ahead did too.
+    """
     require_columns(path, columns)
-    yield from ds.dataset(path, format="parquet").to_batches(columns=columns, filter=filter, batch_size=batch_rows)
+    reader = pq.ParquetFile(path, pre_buffer=False)
+    for batch in reader.iter_batches(batch_size=batch_rows, columns=columns):
+        if filter is not None:
+            batch = batch.filter(filter)
+        if batch.num_rows:
+            yield batch
 
 
 def _keys(batch, stage: str | None = None, head: int | None = None) -> pd.DataFrame:
@@ -379,7 +389,7 @@ def subset_moments(path: str, layer: int, n_heads: int, batch_rows: int) -> dict
     """
     columns = ["split", "label", "layer", "stage", "position", "vec"]
     acc: dict[tuple, Moments] = {}
-    batches = iter_batches(path, columns, batch_rows, filter=ds.field("layer") == layer)
+    batches = iter_batches(path, columns, batch_rows, filter=pc.field("layer") == layer)
     for batch in batches:
         vectors = to_matrix(batch.column("vec"))
         keys = _keys(batch, head=WHOLE_LAYER)

@@ -38,7 +38,9 @@ from bertgeom.stats.cone import require_columns
 log = logging.getLogger(__name__)
 
 OURS, ORIGINAL = "ours", "original_code"
-WEIGHT_KEY = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.attention\.(self\.query|self\.key|self\.value|output\.dense)\.(weight|bias)$")
+WEIGHT_KEY = re.compile(
+    r"(?:^|\.)encoder\.layer\.(\d+)\.attention\.(self\.query|self\.key|self\.value|output\.dense)\.(weight|bias)$"
+)
 WEIGHT_NAMES = {"self.query": "q", "self.key": "k", "self.value": "v", "output.dense": "o"}
 
 
@@ -67,7 +69,9 @@ def load_attention_weights(model_dir: str | Path) -> tuple[list[dict[str, np.nda
             match = WEIGHT_KEY.search(key)
             if match:
                 layer, name, kind = int(match[1]), WEIGHT_NAMES[match[2]], match[3]
-                layers.setdefault(layer, {})[("w" if kind == "weight" else "b") + name] = handle.get_tensor(key).astype(np.float64)
+                layers.setdefault(layer, {})[("w" if kind == "weight" else "b") + name] = handle.get_tensor(key).astype(
+                    np.float64
+                )
     if not layers or sorted(layers) != list(range(len(layers))):
         raise ValueError(f"{weights}: no complete set of BERT attention weights (encoder.layer.N.attention.*)")
     for layer, tensors in layers.items():
@@ -259,7 +263,11 @@ def data_rows(layers: list[dict[str, np.ndarray]], n_heads: int, tokens: str, at
     for record, a in iter_attention(attention):
         values.setdefault((record["layer"], record["head"], OURS, "attn_asymmetry"), []).append(directionality_index(a))
     rows = [(*key, float(np.mean(v))) for key, v in values.items()]
-    rows += [(layer, head, OURS, "n_seqs", float(len(v))) for (layer, head, _, m), v in values.items() if m == "attn_asymmetry"]
+    rows += [
+        (layer, head, OURS, "n_seqs", float(len(v)))
+        for (layer, head, _, m), v in values.items()
+        if m == "attn_asymmetry"
+    ]
     return rows
 
 
@@ -277,6 +285,8 @@ def run(snakemake) -> None:
     """Rule directionality: one seed's weights- and data-based directionality table."""
     seed = int(snakemake.wildcards.seed)
     model_dir = str(Path(snakemake.input.model).parent)
-    table = directionality_table(model_dir, snakemake.input.tokens, snakemake.input.attention, snakemake.config["patterns"]["eig_tol"], seed)
+    table = directionality_table(
+        model_dir, snakemake.input.tokens, snakemake.input.attention, snakemake.params.eig_tol, seed
+    )
     write_parquet(table, snakemake.output[0], meta=provenance(snakemake.config, model_dir=model_dir, seed=seed))
     log.info("wrote %s (%d rows)", snakemake.output[0], len(table))

@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as ds
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
@@ -57,7 +57,7 @@ def pca_explained(x: np.ndarray, components: int) -> np.ndarray:
     return PCA(n_components=k, svd_solver="full").fit(x).explained_variance_ratio_
 
 
-def probe_accuracy(x: np.ndarray, y: np.ndarray, folds: int, n_jobs: int = 1) -> tuple[float, float, int]:
+def probe_accuracy(x: np.ndarray, y: np.ndarray, folds: int) -> tuple[float, float, int]:
     """Linear probe: mean and sd of the cross-validated accuracy and the number of folds used.
 
     Multinomial logistic regression (L2, C = 1) on x [m, d] centred and divided by one global scale
@@ -70,7 +70,7 @@ def probe_accuracy(x: np.ndarray, y: np.ndarray, folds: int, n_jobs: int = 1) ->
     centred = x - x.mean(axis=0)
     scaled = centred / max(np.sqrt((centred**2).sum(axis=1).mean()), 1e-12)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=RANDOM_STATE)
-    scores = cross_val_score(LogisticRegression(max_iter=2000), scaled, y, cv=splitter, n_jobs=n_jobs)
+    scores = cross_val_score(LogisticRegression(max_iter=2000), scaled, y, cv=splitter)
     return float(scores.mean()), float(scores.std()), folds
 
 
@@ -110,7 +110,10 @@ def tsne_2d(x: np.ndarray, perplexity: float, n_jobs: int = 1) -> np.ndarray:
     if usable < perplexity:
         log.info("t-SNE on %d points: perplexity %.3g lowered to %.3g", m, perplexity, usable)
     tsne = TSNE(perplexity=usable, init="pca", random_state=RANDOM_STATE, n_jobs=n_jobs)
-    return tsne.fit_transform(reduced)
+    # The Barnes-Hut gradient's OpenMP threads spin at every one of its ~1000 barriers: on a busy
+    # machine 2 threads took 10-30x longer than 1 (30 points: 3-8 s instead of 0.2 s).
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return tsne.fit_transform(reduced)
 
 
 def tsne_subset(m: int, max_points: int) -> np.ndarray:
@@ -131,7 +134,7 @@ def load_layer(path: str, layer: int, stages: list[str], batch_rows: int) -> dic
     Rows are sorted by seq_id so that results do not depend on the order of the file.
     """
     columns = ["seq_id", "split", "label", "correct", "layer", "stage", *POOLINGS.values()]
-    wanted = (ds.field("layer") == layer) & ds.field("stage").isin(stages)
+    wanted = (pc.field("layer") == layer) & pc.field("stage").isin(stages)
     parts: dict[tuple[str, str], list] = {}
     for batch in iter_batches(path, columns, batch_rows, filter=wanted):
         frame = pd.DataFrame({c: batch.column(c).to_pandas() for c in ("seq_id", "split", "label", "correct", "stage")})
@@ -150,11 +153,11 @@ def load_layer(path: str, layer: int, stages: list[str], batch_rows: int) -> dic
     return clouds
 
 
-def cloud_measures(x: np.ndarray, y: np.ndarray, classes: list[str], options: dict, n_jobs: int) -> list[tuple]:
+def cloud_measures(x: np.ndarray, y: np.ndarray, classes: list[str], options: dict) -> list[tuple]:
     """(class, measure, index, value) rows of one cloud x [m, d] with labels y [m] (index -1: scalar)."""
     rows: list[tuple] = [(ALL, "n", -1, len(x))]
     rows += [(ALL, "pca_explained_variance_ratio", k, v) for k, v in enumerate(pca_explained(x, options["pca_components"]))]
-    accuracy, spread, folds = probe_accuracy(x, y, options["probe_folds"], n_jobs)
+    accuracy, spread, folds = probe_accuracy(x, y, options["probe_folds"])
     rows += [(ALL, "probe_accuracy", -1, accuracy), (ALL, "probe_accuracy_std", -1, spread)]
     rows += [(ALL, "probe_folds", -1, folds), (ALL, "probe_chance", -1, chance_accuracy(y))]
     for label, value in silhouette_by_class(x, y).items():
@@ -221,7 +224,7 @@ def _layer_tables(summary, layer, classes, seed, options, n_jobs, rows, embeddin
             log.info("seed %d %s layer %d %s %s: %d points", seed, split, layer, stage, pooling, len(y))
             x = cloud[pooling].astype(np.float64)
             ids = (seed, split, layer, stage, pooling)
-            rows += [(*ids, *row) for row in cloud_measures(x, y, classes, options, n_jobs)]
+            rows += [(*ids, *row) for row in cloud_measures(x, y, classes, options)]
             frame = embedding_rows(cloud, x, classes, options, n_jobs)
             for name, value in zip(EMBEDDING_COLUMNS[:5], ids):
                 frame.insert(EMBEDDING_COLUMNS.index(name), name, value)
@@ -246,8 +249,7 @@ def distribution_tables(summary: str, classes: list[str], seed: int, options: di
         raise ValueError(f"{summary}: labels {labels.min()}..{labels.max()} outside config classes 0..{len(classes) - 1}")
     del meta
     rows, embeddings = [], []
-    # OpenMP (t-SNE) and BLAS would otherwise take every core: on a shared machine that is
-    # oversubscription (t-SNE of 24 points: 3 s instead of 0.2 s).
+    # BLAS and OpenMP would otherwise take every core of the machine, not the rule's threads.
     with threadpool_limits(limits=n_jobs):
         for layer in layers:
             _layer_tables(summary, int(layer), classes, seed, options, n_jobs, rows, embeddings)
