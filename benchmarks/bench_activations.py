@@ -1,6 +1,7 @@
 """Activation dump vs the naive baseline, measured side by side in one run (never gates CI).
 
-Model of realistic shape (4 layers, hidden 256, 4 heads, FFN 1024, random weights), sequences of
+The default config's model shape (preset small: 4 layers, hidden 128, 4 heads, FFN 512; random
+weights), sequences of
 427 real tokens padded to 512 (the paper's spike tokenisation), 8 classes, batch 8, 1 torch thread.
 
 Naive baseline: output_hidden_states=True and output_attentions=True, every tensor to numpy, one
@@ -40,15 +41,15 @@ BATCH = 8
 
 
 def make_model(path: Path) -> None:
+    """The default config's model: bertgeom.model preset `small`, random weights."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
+
+    from bertgeom.model import scratch_config
 
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=VOCAB, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-        max_position_embeddings=LENGTH, id2label=dict(enumerate(CLASSES)), label2id={c: i for i, c in enumerate(CLASSES)},
-        attn_implementation="eager",
-    )  # fmt: skip
+    config = scratch_config("small", CLASSES, VOCAB, pad_id=0, max_length=LENGTH)
+    config._attn_implementation = "eager"
     BertForSequenceClassification(config).save_pretrained(path)
 
 
@@ -173,7 +174,7 @@ def main() -> None:
         return r["sequences"] / r["seconds"]
 
     mib = 2**20
-    print(f"model: 4 layers, hidden 256, 4 heads; {REAL} real tokens padded to {LENGTH}; batch {BATCH}; 1 thread")
+    print(f"model: preset small (4 layers, hidden 128, 4 heads); {REAL} real tokens padded to {LENGTH}; batch {BATCH}; 1 torch thread")
     print(f"naive  {n:4d} seqs: {rate(naive):6.2f} seq/s  {naive['bytes'] / mib:8.1f} MiB  peak RSS {naive['peak_rss'] / mib:7.0f} MiB")
     print(f"ours   {n:4d} seqs: {rate(ours):6.2f} seq/s  {ours['bytes'] / mib:8.1f} MiB  peak RSS {ours['peak_rss'] / mib:7.0f} MiB")
     print(f"ours   {4 * n:4d} seqs: {rate(ours4):6.2f} seq/s  {ours4['bytes'] / mib:8.1f} MiB  peak RSS {ours4['peak_rss'] / mib:7.0f} MiB")

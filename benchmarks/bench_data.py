@@ -24,7 +24,14 @@ from bertgeom.data.spike import SpikeExtractor, extract_dataset, extract_many
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "resources/NC_045512.2.fasta"
 CLASSES = ["GH", "Lambda", "Mu", "Alpha", "Beta", "Delta", "Gamma", "Omicron"]
-QC = {"max_n_fraction": 0.05, "drop_duplicates": False, "allow_internal_stops": False, "max_length_change": 90, "preset": "asm20", "flank": 300}
+QC = {
+    "max_n_fraction": 0.05,
+    "drop_duplicates": False,
+    "allow_internal_stops": False,
+    "max_length_change": 90,
+    "preset": "asm20",
+    "flank": 300,
+}
 
 
 def _timed(label: str, count: int, work) -> tuple[float, object]:
@@ -48,27 +55,55 @@ def main() -> None:
         "data": {
             "source": "synthetic",
             "seed": 0,
-            "synthetic": dict(per_class=args.per_class, substitution_rate=0.0005, n_runs_mean=0.5, n_run_length=[30, 250], trim_5p_max=120, trim_3p_max=120, mixture=True),
+            "synthetic": dict(
+                per_class=args.per_class,
+                substitution_rate=0.0005,
+                n_runs_mean=0.5,
+                n_run_length=[30, 250],
+                trim_5p_max=120,
+                trim_3p_max=120,
+                mixture=True,
+            ),
         },
     }
     total = len(CLASSES) * args.per_class
     with tempfile.TemporaryDirectory() as tmp:
         genomes, manifest = Path(tmp) / "genomes.fasta", Path(tmp) / "manifest.tsv"
-        t_gen, _ = _timed("generate + write FASTA/manifest", total, lambda: download(config, genomes, manifest, REFERENCE, ROOT / "resources/variants.yaml"))
-        t_one, (_, qc) = _timed("extract + QC, 1 process", total, lambda: extract_dataset(genomes, manifest, REFERENCE, CLASSES, QC, threads=1))
-        t_par, _ = _timed(f"extract + QC, {args.threads} processes", total, lambda: extract_dataset(genomes, manifest, REFERENCE, CLASSES, QC, threads=args.threads))
+        t_gen, _ = _timed(
+            "generate + write FASTA/manifest",
+            total,
+            lambda: download(config, genomes, manifest, REFERENCE, ROOT / "resources/variants.yaml"),
+        )
+        t_one, (_, qc) = _timed(
+            "extract + QC, 1 process",
+            total,
+            lambda: extract_dataset(genomes, manifest, REFERENCE, CLASSES, QC, threads=1),
+        )
+        t_par, _ = _timed(
+            f"extract + QC, {args.threads} processes",
+            total,
+            lambda: extract_dataset(genomes, manifest, REFERENCE, CLASSES, QC, threads=args.threads),
+        )
         print(f"QC: {int((qc['status'] == 'pass').sum())} pass, {int((qc['status'] != 'pass').sum())} reject")
         sample = list(islice(read_fasta(genomes), args.baseline))
         plain = SpikeExtractor(REFERENCE, flank=None, window=None)
         locus = SpikeExtractor(REFERENCE, window=None)
         ours = SpikeExtractor(REFERENCE)
-        t_plain, a = _timed("baseline: whole genome to whole reference", len(sample), lambda: list(extract_many(sample, plain)))
-        t_locus, b = _timed("whole genome to spike locus (flank 300)", len(sample), lambda: list(extract_many(sample, locus)))
+        t_plain, a = _timed(
+            "baseline: whole genome to whole reference", len(sample), lambda: list(extract_many(sample, plain))
+        )
+        t_locus, b = _timed(
+            "whole genome to spike locus (flank 300)", len(sample), lambda: list(extract_many(sample, locus))
+        )
         t_ours, c = _timed("+ 2,000 nt window first (default)", len(sample), lambda: list(extract_many(sample, ours)))
         same = sum(x.sequence == y.sequence == z.sequence for x, y, z in zip(a, b, c))
-    print(f"vs baseline: locus index {t_plain / t_locus:.2f}x, locus index + window {t_plain / t_ours:.2f}x faster; identical spikes {same}/{len(sample)}")
+    print(
+        f"vs baseline: locus index {t_plain / t_locus:.2f}x, locus index + window {t_plain / t_ours:.2f}x faster; identical spikes {same}/{len(sample)}"
+    )
     print(f"{args.threads} processes vs 1: {t_one / t_par:.2f}x")
-    print(f"generation + extraction ({args.threads} processes): {t_gen + t_par:.1f} s for {total} genomes (target < 60 s)")
+    print(
+        f"generation + extraction ({args.threads} processes): {t_gen + t_par:.1f} s for {total} genomes (target < 60 s)"
+    )
 
 
 if __name__ == "__main__":

@@ -89,8 +89,12 @@ class FakeNcbi:
                 if acc in self.genomes:
                     seq, date = self.genomes[acc]
                     wrapped = "\n".join(seq[i : i + 70] for i in range(0, len(seq), 70))
-                    fna.append(f">{acc} Severe acute respiratory syndrome coronavirus 2 isolate X, complete genome\n{wrapped}\n")
-                    reports.append(json.dumps({"accession": acc, "releaseDate": f"{date}T00:00:00Z", "isComplete": True}))
+                    fna.append(
+                        f">{acc} Severe acute respiratory syndrome coronavirus 2 isolate X, complete genome\n{wrapped}\n"
+                    )
+                    reports.append(
+                        json.dumps({"accession": acc, "releaseDate": f"{date}T00:00:00Z", "isComplete": True})
+                    )
             archive.writestr("README.md", "NCBI Datasets (test double)\n")
             archive.writestr("ncbi_dataset/data/genomic.fna", "".join(fna))
             archive.writestr("ncbi_dataset/data/data_report.jsonl", "\n".join(reports) + "\n")
@@ -118,7 +122,9 @@ def _handler(fake: FakeNcbi):
             """Apply the entry's fault; True if the request has been answered (or dropped)."""
             fault = entry["fault"]
             if fault == "429":
-                self._send(429, b'{"error": "too many requests"}', "application/json", {"Retry-After": fake.retry_after})
+                self._send(
+                    429, b'{"error": "too many requests"}', "application/json", {"Retry-After": fake.retry_after}
+                )
             elif fault == "500":
                 self._send(500, b'{"error": "internal"}', "application/json")
             elif fault == "drop":
@@ -131,8 +137,15 @@ def _handler(fake: FakeNcbi):
         def do_GET(self) -> None:
             url = urlparse(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            entry = fake.record(kind="report", time=time.monotonic(), method="GET", path=url.path, query=query,
-                                api_key=self.headers.get("api-key"), fault=fake.next_fault("report"))
+            entry = fake.record(
+                kind="report",
+                time=time.monotonic(),
+                method="GET",
+                path=url.path,
+                query=query,
+                api_key=self.headers.get("api-key"),
+                fault=fake.next_fault("report"),
+            )
             if url.path != REPORT_PATH:
                 return self._send(404, b'{"error": "not found"}', "application/json")
             if self._fault(entry):
@@ -143,8 +156,14 @@ def _handler(fake: FakeNcbi):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             url = urlparse(self.path)
-            entry = fake.record(kind="download", time=time.monotonic(), method="POST", path=url.path,
-                                api_key=self.headers.get("api-key"), fault=fake.next_fault("download"))
+            entry = fake.record(
+                kind="download",
+                time=time.monotonic(),
+                method="POST",
+                path=url.path,
+                api_key=self.headers.get("api-key"),
+                fault=fake.next_fault("download"),
+            )
             if url.path != DOWNLOAD_PATH:
                 return self._send(404, b'{"error": "not found"}', "application/json")
             accessions = json.loads(body)["accessions"]

@@ -23,7 +23,14 @@ def test_default_config_is_valid_and_gets_defaults(root, schema):
     validate(config, schema=schema)
     assert config["data"]["synthetic"]["substitution_rate"] == 0.0005
     assert config["data"]["ncbi"]["max_pages"] == 20
-    assert config["qc"] == {"max_n_fraction": 0.05, "drop_duplicates": False, "max_length_change": 90, "preset": "asm20", "flank": 300, "allow_internal_stops": False}
+    assert config["qc"] == {
+        "max_n_fraction": 0.05,
+        "drop_duplicates": False,
+        "max_length_change": 90,
+        "preset": "asm20",
+        "flank": 300,
+        "allow_internal_stops": False,
+    }
 
 
 @pytest.mark.parametrize(
@@ -80,10 +87,31 @@ def test_fasta_source_errors(tmp_path):
     (tmp_path / "empty.fasta").write_text("")
     config = _fasta_config(["A", "B"])
     with pytest.raises(ValueError, match="b.fasta: record id 'x' is also in .*a.fasta"):
-        download(config, tmp_path / "g.fasta", tmp_path / "m.tsv", None, None, fasta={"A": str(tmp_path / "a.fasta"), "B": str(tmp_path / "b.fasta")})
+        download(
+            config,
+            tmp_path / "g.fasta",
+            tmp_path / "m.tsv",
+            None,
+            None,
+            fasta={"A": str(tmp_path / "a.fasta"), "B": str(tmp_path / "b.fasta")},
+        )
     with pytest.raises(ValueError, match="empty.fasta: empty FASTA file"):
-        download(config, tmp_path / "g.fasta", tmp_path / "m.tsv", None, None, fasta={"A": str(tmp_path / "a.fasta"), "B": str(tmp_path / "empty.fasta")})
+        download(
+            config,
+            tmp_path / "g.fasta",
+            tmp_path / "m.tsv",
+            None,
+            None,
+            fasta={"A": str(tmp_path / "a.fasta"), "B": str(tmp_path / "empty.fasta")},
+        )
     with pytest.raises(FileNotFoundError, match="missing.fasta: FASTA file not found"):
-        download(config, tmp_path / "g.fasta", tmp_path / "m.tsv", None, None, fasta={"A": str(tmp_path / "a.fasta"), "B": str(tmp_path / "missing.fasta")})
+        download(
+            config,
+            tmp_path / "g.fasta",
+            tmp_path / "m.tsv",
+            None,
+            None,
+            fasta={"A": str(tmp_path / "a.fasta"), "B": str(tmp_path / "missing.fasta")},
+        )
     assert not (tmp_path / "g.fasta").exists() and not (tmp_path / "m.tsv").exists()  # nothing partial left
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -38,7 +38,10 @@ def test_missing_file(tmp_path):
         ("ACGT\n>a\nACGT\n", r"bad.fasta, line 1: not FASTA"),
         (">\nACGT\n", r"bad.fasta, line 1: record with an empty id"),
         (">a\n>b\nACGT\n", r"bad.fasta, line 1: record 'a' has no sequence"),
-        (">a\nACGT\n>b\nACGTXZ-\n", r"bad.fasta, line 3: record 'b' has characters outside the IUPAC nucleotide codes .*'-XZ'"),
+        (
+            ">a\nACGT\n>b\nACGTXZ-\n",
+            r"bad.fasta, line 3: record 'b' has characters outside the IUPAC nucleotide codes .*'-XZ'",
+        ),
         (">a\nACGT\n>b\nAC\n>a desc\nGG\n", r"bad.fasta, line 5: duplicate record id 'a' \(first at line 1\)"),
     ],
 )

@@ -13,7 +13,14 @@ from bertgeom.data.synthetic import class_profiles, generate_class
 from bertgeom.data.variants import SPIKE_END, SPIKE_START, class_definitions, read_reference
 
 S0, S1 = SPIKE_START - 1, SPIKE_END  # 0-based half-open
-QC = {"max_n_fraction": 0.05, "drop_duplicates": False, "allow_internal_stops": False, "max_length_change": 90, "preset": "asm20", "flank": 300}
+QC = {
+    "max_n_fraction": 0.05,
+    "drop_duplicates": False,
+    "allow_internal_stops": False,
+    "max_length_change": 90,
+    "preset": "asm20",
+    "flank": 300,
+}
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +84,7 @@ def test_spike_far_from_its_reference_position(ref, ex):
 
 
 def test_reverse_complement(ref, ex):
-    genome = ref[:21765 - 1] + ref[21765 - 1 + 6 :]
+    genome = ref[: 21765 - 1] + ref[21765 - 1 + 6 :]
     res = ex.extract("rc", reverse_complement(genome))
     assert res.status == "pass" and res.strand == -1
     assert res.sequence == genome[S0 : S1 - 6]
@@ -106,7 +113,15 @@ def test_alpha_protein_has_its_signature(root, ref, ex):
 
 def test_synthetic_genomes_of_every_class_are_cut_exactly(root, ref, ex):
     names = ["GH", "Lambda", "Mu", "Alpha", "Beta", "Delta", "Gamma", "Omicron"]
-    settings = dict(per_class=4, substitution_rate=0.001, n_runs_mean=0.3, n_run_length=[30, 120], trim_5p_max=120, trim_3p_max=120, mixture=True)
+    settings = dict(
+        per_class=4,
+        substitution_rate=0.001,
+        n_runs_mean=0.3,
+        n_run_length=[30, 120],
+        trim_5p_max=120,
+        trim_3p_max=120,
+        mixture=True,
+    )
     for label, class_def in enumerate(class_definitions(root / "resources/variants.yaml", names)):
         for genome in generate_class(ref, class_def, label, settings, seed=11):
             res = ex.extract(genome.seq_id, genome.sequence)
@@ -122,7 +137,11 @@ def test_synthetic_genomes_of_every_class_are_cut_exactly(root, ref, ex):
         (lambda r: r[:S0] + r[S1:], "missing_spike", "the spike is deleted"),
         (lambda r: r[: S0 - 50] + r[S1 + 50 :], "missing_spike", "alignments do not overlap the spike"),
         (lambda r: r[:21000] + r[26000:], "missing_spike", "no alignment"),
-        (lambda r: r[: S0 + 1500] + r[S1 - 1500 :], "partial_spike", "length 3000 nt is -822 nt from the reference's 3822"),
+        (
+            lambda r: r[: S0 + 1500] + r[S1 - 1500 :],
+            "partial_spike",
+            "length 3000 nt is -822 nt from the reference's 3822",
+        ),
         (lambda r: "".join(random.Random(1).choice("ACGT") for _ in range(8000)), "missing_spike", "no alignment"),
         (lambda r: "", "missing_spike", "no alignment"),
     ],
@@ -163,7 +182,14 @@ def _dataset(tmp_path, ref, extra=()):
         ("b2", ref[: S0 + 10], "B"),  # partial
         *extra,
     ]
-    rows = ((seq_id, seq, {"class": c, "lineage": "", "source": "fasta", "release_date": "", "origin": "x", "synthetic": False}) for seq_id, seq, c in records)
+    rows = (
+        (
+            seq_id,
+            seq,
+            {"class": c, "lineage": "", "source": "fasta", "release_date": "", "origin": "x", "synthetic": False},
+        )
+        for seq_id, seq, c in records
+    )
     write_genomes(rows, tmp_path / "genomes.fasta", tmp_path / "manifest.tsv")
     return tmp_path / "genomes.fasta", tmp_path / "manifest.tsv"
 
@@ -210,7 +236,13 @@ def test_dataset_errors(root, tmp_path, ref):
         extract_dataset(genomes, manifest, reference, ["A", "B"], QC)
     # class B left without a passing sequence
     records = [("a1", ref, "A"), *only_bad]
-    rows = ((s, q, {"class": c, "lineage": "", "source": "fasta", "release_date": "", "origin": "x", "synthetic": False}) for s, q, c in records)
+    rows = (
+        (s, q, {"class": c, "lineage": "", "source": "fasta", "release_date": "", "origin": "x", "synthetic": False})
+        for s, q, c in records
+    )
     write_genomes(rows, tmp_path / "genomes.fasta", tmp_path / "manifest.tsv")
-    with pytest.raises(ValueError, match=r"class 'B' has no sequence left after QC \(2 genomes .*'partial_spike': 1, 'missing_spike': 1"):
+    with pytest.raises(
+        ValueError,
+        match=r"class 'B' has no sequence left after QC \(2 genomes .*'partial_spike': 1, 'missing_spike': 1",
+    ):
         extract_dataset(tmp_path / "genomes.fasta", tmp_path / "manifest.tsv", reference, ["A", "B"], QC)

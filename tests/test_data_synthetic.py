@@ -8,7 +8,15 @@ from bertgeom.data.synthetic import apply_profile, class_profiles, generate_clas
 from bertgeom.data.variants import SPIKE_END, SPIKE_START, class_definitions, load_variants, read_reference
 
 CLASSES = ["GH", "Lambda", "Mu", "Alpha", "Beta", "Delta", "Gamma", "Omicron"]
-QUIET = dict(per_class=3, substitution_rate=0.0, n_runs_mean=0.0, n_run_length=[30, 250], trim_5p_max=0, trim_3p_max=0, mixture=True)
+QUIET = dict(
+    per_class=3,
+    substitution_rate=0.0,
+    n_runs_mean=0.0,
+    n_run_length=[30, 250],
+    trim_5p_max=0,
+    trim_3p_max=0,
+    mixture=True,
+)
 STOPS = {"TAA", "TAG", "TGA"}
 
 
@@ -74,7 +82,9 @@ def test_deterministic_per_seed_and_class(root, reference, definitions):
     assert [g.sequence for g in first] != [g.sequence for g in other]
     assert [g.seq_id for g in first] == ["synthetic-Alpha-0000", "synthetic-Alpha-0001", "synthetic-Alpha-0002"]
     # a class's genomes do not depend on the other classes in the run
-    records = list(synthetic_genomes(CLASSES, root / "resources/NC_045512.2.fasta", root / "resources/variants.yaml", noisy, 5))
+    records = list(
+        synthetic_genomes(CLASSES, root / "resources/NC_045512.2.fasta", root / "resources/variants.yaml", noisy, 5)
+    )
     alpha = [(seq_id, seq) for seq_id, seq, row in records if row["class"] == "Alpha"]
     assert alpha == [(g.seq_id, g.sequence) for g in first]
 
@@ -124,20 +134,37 @@ def test_trimming_moves_the_spike(reference, definitions):
 
 
 def test_manifest_fields_mark_synthetic(root):
-    records = list(synthetic_genomes(["Mu", "Beta"], root / "resources/NC_045512.2.fasta", root / "resources/variants.yaml", QUIET, 0))
+    records = list(
+        synthetic_genomes(
+            ["Mu", "Beta"], root / "resources/NC_045512.2.fasta", root / "resources/variants.yaml", QUIET, 0
+        )
+    )
     assert len(records) == 6
     for seq_id, sequence, row in records:
         assert row["synthetic"] is True and row["source"] == "synthetic"
         assert seq_id.startswith(f"synthetic-{row['class']}-")
-        assert row["lineage"] in {p["lineage"] for c in load_variants(root / "resources/variants.yaml")["classes"] for p in c["profiles"]}
+        assert row["lineage"] in {
+            p["lineage"] for c in load_variants(root / "resources/variants.yaml")["classes"] for p in c["profiles"]
+        }
 
 
 def test_errors_name_the_problem(root, reference):
     with pytest.raises(ValueError, match=r"unknown class name\(s\) \['Zeta'\]"):
-        list(synthetic_genomes(["Alpha", "Zeta"], root / "resources/NC_045512.2.fasta", root / "resources/variants.yaml", QUIET, 0))
+        list(
+            synthetic_genomes(
+                ["Alpha", "Zeta"], root / "resources/NC_045512.2.fasta", root / "resources/variants.yaml", QUIET, 0
+            )
+        )
     bad = {"lineage": "X.1", "substitutions": [f"G{SPIKE_START}T"], "deletions": [], "insertions": []}
-    with pytest.raises(ValueError, match=f"class 'Alpha' profile 'X.1': substitution G{SPIKE_START}T but the reference has A"):
+    with pytest.raises(
+        ValueError, match=f"class 'Alpha' profile 'X.1': substitution G{SPIKE_START}T but the reference has A"
+    ):
         apply_profile(reference, bad, "Alpha", 0)
-    outside = {"lineage": "X.2", "substitutions": [], "deletions": [{"start": SPIKE_END, "length": 10**6}], "insertions": []}
+    outside = {
+        "lineage": "X.2",
+        "substitutions": [],
+        "deletions": [{"start": SPIKE_END, "length": 10**6}],
+        "insertions": [],
+    }
     with pytest.raises(ValueError, match="deletion .* lies outside the reference"):
         apply_profile(reference, outside, "Alpha", 0)

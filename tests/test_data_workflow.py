@@ -24,11 +24,14 @@ def _snakemake(root, workdir, *args, config=None):
 
 
 def test_dry_run_default_and_fasta_sources(root, tmp_path):
-    run = _snakemake(root, tmp_path, "-n", "results/data/spike.parquet")
+    run = _snakemake(root, tmp_path, "-n")  # the default target: the whole workflow
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert "rule download" in run.stdout + run.stderr and "rule extract_spike" in run.stdout + run.stderr
     (tmp_path / "mine.fa").write_text(">x\nACGT\n")
-    fasta = {"classes": ["Alpha", "Delta"], "data": {"source": "fasta", "fasta": {"Alpha": "mine.fa", "Delta": "mine.fa"}}}
+    fasta = {
+        "classes": ["Alpha", "Delta"],
+        "data": {"source": "fasta", "fasta": {"Alpha": "mine.fa", "Delta": "mine.fa"}},
+    }
     run = _snakemake(root, tmp_path, "-n", "-p", "results/data/spike.parquet", config=fasta)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert "mine.fa" in run.stdout + run.stderr  # the user's files are inputs of rule download
@@ -53,7 +56,9 @@ def test_tiny_synthetic_run(root, tmp_path):
 
 
 def test_lint_and_format(root, tmp_path):
-    run = subprocess.run([str(BIN / "snakefmt"), "--check", str(root / "rules/data.smk")], capture_output=True, text=True)
+    run = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", str(root / "rules/data.smk")], capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr
     run = _snakemake(root, tmp_path, "--lint")
     lints = run.stdout + run.stderr

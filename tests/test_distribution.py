@@ -80,7 +80,8 @@ def test_cloud_measures_are_rotation_invariant_except_per_dimension_ones():
 
 
 def write_summary(path, rng, n_seqs=24, layers=2, stages=("input", "attn_ln", "output"), d=16):
-    """A summary.parquet with the columns distribution reads; dimension 3 of mean_vec is an outlier."""
+    """A summary.parquet with the columns distribution reads; dimension 3 of mean_vec is an outlier,
+    the [CLS] vectors of layer 0's input are all equal."""
     rows = {k: [] for k in ("seq_id", "split", "label", "pred", "correct", "layer", "stage")}
     cls, mean = [], []
     labels = np.arange(n_seqs) % len(CLASSES)
@@ -89,7 +90,9 @@ def write_summary(path, rng, n_seqs=24, layers=2, stages=("input", "attn_ln", "o
             for stage in stages:
                 for key, v in zip(rows, (f"seq{s:03d}", "test", labels[s], labels[s], True, layer, stage)):
                     rows[key].append(v)
-                cls.append(rng.normal(size=d) + 3 * labels[s] * (layer + 1))
+                # layer 0's [CLS] input is one embedding for every sequence, as in a real model
+                same = layer == 0 and stage == "input"
+                cls.append(np.full(d, 0.5) if same else rng.normal(size=d) + 3 * labels[s] * (layer + 1))
                 mean.append(rng.normal(size=d) * 0.1 + np.eye(d)[3] * 50)
     table = {k: pa.array(v, pa.int16()) if k in ("label", "pred", "layer") else pa.array(v) for k, v in rows.items()}
     table["cls_vec"] = fixed_size_list(np.array(cls, np.float16), pa.float16())
@@ -126,13 +129,24 @@ def test_distribution_table(tables):
 def test_embedding_table(tables):
     path, options, _, embedding = tables
     assert list(embedding.columns) == dist.EMBEDDING_COLUMNS
-    one = embedding[(embedding["layer"] == 0) & (embedding["stage"] == "input") & (embedding["pooling"] == "cls")]
+    one = embedding[(embedding["layer"] == 1) & (embedding["stage"] == "input") & (embedding["pooling"] == "cls")]
     for method in ("pca", "tsne"):
         part = one[one["method"] == method]
         assert part["seq_id"].tolist() == sorted(f"seq{s:03d}" for s in range(24))  # every sequence once
         assert (part["class"] == [CLASSES[i] for i in part["label"]]).all()
     again = dist.distribution_tables(path, CLASSES, 3, {**options, "batch_rows": 1000})[1]
     np.testing.assert_allclose(again["x"], embedding["x"], rtol=1e-5, atol=1e-4)  # fixed seed, order-free
+
+
+def test_coinciding_points_get_no_pca_isoscore_or_map(tables):
+    _, _, table, embedding = tables
+    same = table[(table["layer"] == 0) & (table["stage"] == "input") & (table["pooling"] == "cls")]
+    assert "pca_explained_variance_ratio" not in set(same["measure"])
+    assert np.isnan(same[same["measure"] == "isoscore"]["value"].item())
+    assert same[(same["measure"] == "norm_std") & (same["class"] == "all")]["value"].item() == 0.0
+    assert same[(same["measure"] == "cone_normalised") & (same["class"] == "all")]["value"].item() == pytest.approx(1.0)
+    mapped = embedding[(embedding["layer"] == 0) & (embedding["stage"] == "input")]
+    assert set(mapped["pooling"]) == {"mean"}  # the [CLS] cloud has no 2-D map
 
 
 def test_bad_stage_and_labels_raise(tables, tmp_path):

@@ -19,7 +19,7 @@ from PIL import Image  # noqa: E402
 
 from bertgeom import figures  # noqa: E402
 from bertgeom.data.variants import spike_domains  # noqa: E402
-from bertgeom.figures import attention, classification, cone, data, directionality, distribution, tables, theme  # noqa: E402
+from bertgeom.figures import attention, classification, cone, data, directionality, distribution, gallery, tables, theme  # noqa: E402
 from bertgeom.io import write_parquet  # noqa: E402
 from bertgeom.stats.aggregate import aggregate_seeds  # noqa: E402
 from bertgeom.stats.attention import GATES, gate_agreement  # noqa: E402
@@ -301,6 +301,9 @@ def test_probe_silhouette_lines_are_the_means_along_the_stream():
     chance = [l for l in ax_probe.get_lines() if l.get_label() == "chance"][0]
     np.testing.assert_allclose(chance.get_ydata(), 0.25)
     assert [t.get_text() for t in ax_sil.get_xticklabels()] == ["emb", "0", "1"]
+    without_input = distribution_all_seeds().query("stage != 'input'")  # stats.distribution_stages may omit it
+    ax_sil = distribution.plot_probe_silhouette(without_input).axes[1]
+    assert [t.get_text() for t in ax_sil.get_xticklabels()] == ["0", "1"]
 
 
 def test_embedding_scatter_every_sequence_once_per_panel():
@@ -515,6 +518,22 @@ def test_run_draws_a_figure_and_logs(tmp_path):
     snakemake.params.figure = "no_such_figure"
     with pytest.raises(ValueError, match="unknown figure id 'no_such_figure'"):
         figures.run(snakemake)
+
+
+# ---- README gallery -------------------------------------------------------------------------------------
+def test_gallery_thumbnails(tmp_path):
+    figures_dir = tmp_path / "figures"
+    figures_dir.mkdir()
+    for i, figure_id in enumerate(gallery.GALLERY):
+        Image.new("RGB", (1800 + i, 600), "white").save(figures_dir / f"{figure_id}.png")
+    written = gallery.make_gallery(figures_dir, tmp_path / "img", width=300)
+    assert [p.stem for p in written] == gallery.GALLERY
+    with Image.open(written[1]) as image:
+        assert image.size == (300, round(600 * 300 / 1801))
+    (figures_dir / "cone_stream.png").unlink()
+    with pytest.raises(FileNotFoundError, match="cone_stream"):
+        gallery.make_gallery(figures_dir, tmp_path / "img")
+    assert set(gallery.GALLERY) <= {row["id"] for row in catalogue()}
 
 
 # ---- catalogue ----------------------------------------------------------------------------------------

@@ -47,3 +47,9 @@ def test_parquet_stream_row_groups_and_abort(tmp_path):
 def test_config_hash_ignores_key_order():
     assert io.config_hash({"a": 1, "b": [1, 2]}) == io.config_hash({"b": [1, 2], "a": 1})
     assert io.config_hash({"a": 1}) != io.config_hash({"a": 2})
+
+
+def test_atomic_outputs_follow_umask(tmp_path):
+    path = tmp_path / "x.json"
+    io.write_json(path, {"a": 1})
+    assert path.stat().st_mode & 0o777 == 0o666 & ~io._UMASK

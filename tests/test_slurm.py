@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 CONFIG = ROOT / "config" / "tiny.yaml"
 PROFILE_ENV = ("SBATCH_PARTITION", "SBATCH_ACCOUNT", "BERTGEOM_GPU_PARTITION")
 MISSING = cluster.missing_binaries()
+RUN_TIMEOUT_S = 1500  # CI runs the whole suite in 25 minutes
 
 
 def test_profile_blocks(monkeypatch):
@@ -95,16 +97,28 @@ def slurm_cluster(tmp_path_factory):
         cluster.stop(started)
 
 
-def run_snakemake(workdir: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def start_snakemake(workdir: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
+    """Snakemake on config/tiny.yaml in `workdir`, in the background; output to workdir/snakemake.out."""
+    workdir.mkdir(parents=True, exist_ok=True)
     command = [
         SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
         "--configfile", str(CONFIG), *args,
     ]
-    started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
-    (workdir / "snakemake.out").write_text(result.stdout + result.stderr)
-    print(f"{time.monotonic() - started:.0f} s: {' '.join(command)}")
-    return result
+    with open(workdir / "snakemake.out", "w") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """End a run left behind by a failure: SIGTERM to its process group (Snakemake then cancels
+    its SLURM jobs), SIGKILL after 30 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def slurm_overrides(node: dict[str, int]) -> list[str]:
@@ -125,18 +139,40 @@ def slurm_overrides(node: dict[str, int]) -> list[str]:
     ]
 
 
+def slurm_time(minutes: int) -> str:
+    """Minutes as SLURM prints a time limit: [D-]HH:MM:SS."""
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{days}-{hours:02d}:{minutes:02d}:00" if days else f"{hours:02d}:{minutes:02d}:00"
+
+
 @pytest.mark.slurm
 @pytest.mark.skipif(bool(MISSING), reason=f"SLURM not installed (no {', '.join(MISSING)}): apt-get install slurm-wlm munge")
 def test_tiny_workflow_on_slurm_equals_local_run(slurm_cluster, tmp_path):
-    node = slurm_cluster.hardware
+    node, cpus = slurm_cluster.hardware, str(slurm_cluster.hardware["CPUs"])
     env = {k: v for k, v in slurm_cluster.env.items() if k not in PROFILE_ENV}
     env["PATH"] = os.pathsep.join([str(Path(SNAKEMAKE).parent), env["PATH"]])
     env["PYTHONHASHSEED"] = "0"
+    on_slurm, local = tmp_path / "slurm", tmp_path / "local"
 
-    on_slurm = tmp_path / "slurm"
-    result = run_snakemake(on_slurm, "--workflow-profile", str(PROFILE.parent), *slurm_overrides(node), env=env)
-    assert result.returncode == 0, f"{result.stderr[-8000:]}\n{slurm_cluster.logs()}"
-    log = result.stdout + result.stderr
+    # The local run of the same configuration goes alongside: the SLURM run leaves the CPUs idle
+    # while its jobs queue, start and wait for the next status check. Same threads per job in both
+    # runs (the profile's set-threads, capped by the CPUs): float results depend on them.
+    started = time.monotonic()
+    local_run = start_snakemake(local, "--cores", cpus, "--set-threads", *read_profile()["set-threads"], env=env)
+    slurm_run = start_snakemake(on_slurm, "--workflow-profile", str(PROFILE.parent), *slurm_overrides(node), env=env)
+    try:
+        slurm_run.wait(timeout=RUN_TIMEOUT_S)
+        slurm_s = time.monotonic() - started
+        local_run.wait(timeout=RUN_TIMEOUT_S)
+        both_s = time.monotonic() - started
+    finally:
+        stop_process_group(slurm_run)
+        stop_process_group(local_run)
+    print(f"SLURM run {slurm_s:.0f} s, with the local run alongside {both_s:.0f} s")
+    log = (on_slurm / "snakemake.out").read_text()
+    assert slurm_run.returncode == 0, f"SLURM run failed:\n{log[-8000:]}\n{slurm_cluster.logs()}"
+    assert local_run.returncode == 0, f"local run failed:\n{(local / 'snakemake.out').read_text()[-8000:]}"
 
     run_id, jobs = jobs_from_log(log)
     remote = [job for job in jobs.values() if not job.local]
@@ -154,26 +190,25 @@ def test_tiny_workflow_on_slurm_equals_local_run(slurm_cluster, tmp_path):
         assert record["Comment"] == f"rule_{job.rule}" or record["Comment"].startswith(f"rule_{job.rule}_wildcards_")
         assert f"(Rule: {job.rule})" in job.slurm_log.read_text(), f"{job.slurm_log} shows no run of {job.rule}"
 
-    # The GPU rules reached SLURM with the profile's GPU request and time limit.
+    # The GPU rules reached SLURM with the profile's GPU request, time limit, CPUs and memory
+    # (the last two capped to the node).
     sized = parse_assignments(read_profile()["set-resources"])
-    for job in remote:
-        if job.rule in GPU_RULES:
-            record = records[job.slurm_id]
-            assert record.get("TresPerJob") == "gres:gpu:1", record
-            hours, minutes = divmod(int(sized[job.rule]["runtime"]), 60)
-            assert record["TimeLimit"] == f"{hours:02d}:{minutes:02d}:00", record
+    fitted = parse_assignments(fit_to_node(read_profile()["set-resources"], node["CPUs"], node["RealMemory"] // node["CPUs"]))
+    gpu_jobs = [job for job in remote if job.rule in GPU_RULES]
+    assert {job.rule for job in gpu_jobs} == set(GPU_RULES), "the tiny workflow ran no GPU rule on SLURM"
+    for job in gpu_jobs:
+        record = records[job.slurm_id]
+        assert record.get("TresPerJob") == "gres:gpu:1", record
+        assert record["TimeLimit"] == slurm_time(int(sized[job.rule]["runtime"])), record
+        assert record.get("CpusPerTres") == f"gres:gpu:{fitted[job.rule]['cpus_per_gpu']}", record
+        assert record["MinMemoryNode"] == f"{fitted[job.rule]['mem_mb']}M", record
 
     # Local jobs are exactly the light rules of rules/common.smk (and rule all).
     ran_locally = {job.rule for job in jobs.values() if job.local}
     assert ran_locally <= local_rules() | {"all"}, ran_locally - local_rules()
     assert not ran_locally & {job.rule for job in remote}
 
-    # The same configuration run locally gives the same outputs. Figures are left out of the
-    # local run: local rules in both runs, and not byte-reproducible (only checked for presence).
-    local = tmp_path / "local"
-    files = {f for f in result_files(on_slurm) if not f.startswith("results/figures/")}
-    targets = sorted(f for f in files if not f.startswith("results/benchmarks/"))
-    result = run_snakemake(local, "--cores", str(node["CPUs"]), *targets, env=env)
-    assert result.returncode == 0, result.stderr[-8000:]
+    # Both runs wrote the same files, with the same content (figures and benchmarks: presence).
+    files = result_files(on_slurm)
     assert result_files(local) == files
     assert not differences(on_slurm, local, files), "outputs differ between the SLURM and the local run"

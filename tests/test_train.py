@@ -22,6 +22,10 @@ CLASSES = ["a", "b", "c"]
 MAX_LENGTH = 24
 
 
+class Killed(Exception):
+    """Stands for the job being killed."""
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     torch.set_num_threads(1)
@@ -35,8 +39,8 @@ def make_config(**train) -> dict:
 
 
 def make_tokens(directory: Path, sizes=(48, 12, 12), tokenizer: KmerTokenizer | None = None, seed: int = 0) -> KmerTokenizer:
-    """A tokenizer and train/val/test parquets in the tokens format; the label is readable from
-    token 2 (a class-specific k-mer), the rest is noise; lengths vary so batches get trimmed."""
+    """A tokenizer and train/val/test parquets in the tokens format; every third token is a
+    class-specific k-mer, the rest is noise; lengths vary so batches get trimmed."""
     rng = np.random.default_rng(seed)
     if tokenizer is None:
         kmers = decode_kmers(rng.choice(4**12, 40, replace=False).astype(np.uint32), 12).tolist()
@@ -49,7 +53,8 @@ def make_tokens(directory: Path, sizes=(48, 12, 12), tokenizer: KmerTokenizer | 
         ids = np.full((n, MAX_LENGTH), tokenizer.pad_id, np.int32)
         for i, (label, length) in enumerate(zip(labels, n_tokens)):
             ids[i, 1 : length - 1] = rng.integers(first_kmer + len(CLASSES), len(tokenizer), length - 2)
-            ids[i, [0, 2, length - 1]] = tokenizer.cls_id, first_kmer + label, tokenizer.sep_id
+            ids[i, 2 : length - 1 : 3] = first_kmer + label
+            ids[i, [0, length - 1]] = tokenizer.cls_id, tokenizer.sep_id
         table = pa.table(
             {
                 "seq_id": [f"{name}-{i:03d}" for i in range(n)],
@@ -137,7 +142,7 @@ def test_same_seed_gives_identical_weights(tokens, tmp_path):
 
 
 def test_the_loop_learns_the_signal(tokens, tmp_path):
-    info = train_seed(make_config(epochs=6), 0, tokens, tmp_path / "m", tmp_path / "ckpt")
+    info = train_seed(make_config(epochs=8, lr=1e-2), 0, tokens, tmp_path / "m", tmp_path / "ckpt")
     assert info["epochs"][-1]["val_accuracy"] == 1.0
     assert info["epochs"][-1]["val_loss"] < info["epochs"][0]["val_loss"]
 
@@ -146,21 +151,22 @@ def test_kill_and_resume_equals_uninterrupted(tokens, tmp_path, monkeypatch):
     config = make_config(epochs=3)
     train_seed(config, 0, tokens, tmp_path / "whole", tmp_path / "ckpt-whole")
 
-    real_step, calls = train_mod.train_step, []
+    real_step, calls, kill_at = train_mod.train_step, [], [6 + 3]  # 6 steps per epoch: 3rd step of epoch 2
 
     def dies_in_epoch_2(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 6 + 3:  # 6 steps per epoch: the 3rd step of epoch 2
-            raise KeyboardInterrupt("killed")
+        if len(calls) in kill_at:
+            raise Killed("killed")
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "train_step", dies_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         train_seed(config, 0, tokens, tmp_path / "resumed", tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch1.json", "epoch1.safetensors"]
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
 
     calls.clear()
+    kill_at.clear()
     info = train_seed(config, 0, tokens, tmp_path / "resumed", tmp_path / "ckpt")
     assert info["resumed_from_epoch"] == 1 and len(calls) == 2 * 6  # only epochs 2 and 3 were run
     assert io.sha256_file(tmp_path / "resumed" / "model.safetensors") == io.sha256_file(tmp_path / "whole" / "model.safetensors")
@@ -171,7 +177,7 @@ def test_kill_and_resume_equals_uninterrupted(tokens, tmp_path, monkeypatch):
 
 def test_checkpoint_of_another_config_is_not_resumed(tokens, tmp_path, monkeypatch):
     def killed(*args, **kwargs):
-        raise KeyboardInterrupt("killed")
+        raise Killed("killed")
 
     original = train_mod.save_checkpoint
 
@@ -180,7 +186,7 @@ def test_checkpoint_of_another_config_is_not_resumed(tokens, tmp_path, monkeypat
         killed()
 
     monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         train_seed(make_config(), 0, tokens, tmp_path / "m", tmp_path / "ckpt")
     monkeypatch.setattr(train_mod, "save_checkpoint", original)
     info = train_seed(make_config(lr=1e-3), 0, tokens, tmp_path / "m", tmp_path / "ckpt")

@@ -27,6 +27,8 @@ PACKAGES = ("bertgeom", "torch", "transformers", "tokenizers", "numpy", "pyarrow
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=3)
 
 log = logging.getLogger("bertgeom")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -37,6 +39,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs should be readable like any file
     try:
         yield tmp
         os.replace(tmp, path)

@@ -75,8 +75,9 @@ def jobs_from_log(text: str) -> tuple[str | None, dict[int, Job]]:
     run_id = re.search(r"^SLURM run ID: (\S+)", text, re.M)
     jobs: dict[int, Job] = {}
     for match in re.finditer(r"^(local)?rule (\w+):\n(?:    .*\n)*?    jobid: (\d+)$", text, re.M):
-        jobid = int(match.group(3))
-        jobs[jobid] = Job(jobid=jobid, rule=match.group(2), local=bool(match.group(1)))
+        job = Job(jobid=int(match.group(3)), rule=match.group(2), local=bool(match.group(1)))
+        if jobs.setdefault(job.jobid, job) != job:  # e.g. a job's own log shown after a failure
+            raise ValueError(f"jobid {job.jobid} stands for {jobs[job.jobid]} and {job}")
     submitted = re.finditer(r"^Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.$", text, re.M)
     for match in submitted:
         job = jobs[int(match.group(1))]

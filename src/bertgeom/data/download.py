@@ -28,7 +28,9 @@ MANIFEST_COLUMNS = ["seq_id", "class", "lineage", "source", "release_date", "sha
 Record = tuple[str, str, dict]  # (seq_id, sequence, manifest fields)
 
 
-def synthetic_genomes(classes: list[str], reference: str | os.PathLike, variants: str | os.PathLike, settings: dict, seed: int) -> Iterator[Record]:
+def synthetic_genomes(
+    classes: list[str], reference: str | os.PathLike, variants: str | os.PathLike, settings: dict, seed: int
+) -> Iterator[Record]:
     """Synthetic genomes of every class (settings = config data.synthetic)."""
     sequence = read_reference(reference)
     for label, class_def in enumerate(class_definitions(variants, classes)):
@@ -54,13 +56,17 @@ def synthetic_genomes(classes: list[str], reference: str | os.PathLike, variants
 def check_fasta_config(classes: list[str], fasta: dict[str, str]) -> None:
     """config data.fasta must name one file for every class in config classes, and no other class."""
     if not fasta:
-        raise ValueError("config data.fasta is empty: data.source fasta needs one FASTA path per class, e.g. data.fasta: {Alpha: alpha.fasta.gz}")
+        raise ValueError(
+            "config data.fasta is empty: data.source fasta needs one FASTA path per class, e.g. data.fasta: {Alpha: alpha.fasta.gz}"
+        )
     unknown = [name for name in fasta if name not in classes]
     if unknown:
         raise ValueError(f"config data.fasta: class(es) {unknown} are not in config classes {classes}")
     missing = [name for name in classes if name not in fasta]
     if missing:
-        raise ValueError(f"config data.fasta has no FASTA file for class(es) {missing}; give one per class in config classes")
+        raise ValueError(
+            f"config data.fasta has no FASTA file for class(es) {missing}; give one per class in config classes"
+        )
 
 
 def fasta_genomes(classes: list[str], fasta: dict[str, str]) -> Iterator[Record]:
@@ -71,7 +77,9 @@ def fasta_genomes(classes: list[str], fasta: dict[str, str]) -> Iterator[Record]
         path = str(fasta[name])
         for seq_id, sequence in read_fasta(path):
             if seq_id in origin_of:
-                raise ValueError(f"{path}: record id {seq_id!r} is also in {origin_of[seq_id]}; ids must be unique across data.fasta files")
+                raise ValueError(
+                    f"{path}: record id {seq_id!r} is also in {origin_of[seq_id]}; ids must be unique across data.fasta files"
+                )
             origin_of[seq_id] = path
             yield seq_id, sequence, {
                 "class": name,
@@ -97,7 +105,9 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
-def write_genomes(records: Iterable[Record], fasta_out: str | os.PathLike, manifest_out: str | os.PathLike) -> pd.DataFrame:
+def write_genomes(
+    records: Iterable[Record], fasta_out: str | os.PathLike, manifest_out: str | os.PathLike
+) -> pd.DataFrame:
     """Stream records to the FASTA file and write their manifest (sha256 of each sequence added)."""
     rows = []
 

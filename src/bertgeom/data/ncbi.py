@@ -121,23 +121,31 @@ class NcbiClient:
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
                 if not self._contacted and _is_unreachable(exc) and attempt >= min(2, self.max_retries):
-                    raise NcbiUnreachable(f"cannot reach NCBI Datasets at {self.base_url} ({problem}); {UNREACHABLE_HINT}") from exc
+                    raise NcbiUnreachable(
+                        f"cannot reach NCBI Datasets at {self.base_url} ({problem}); {UNREACHABLE_HINT}"
+                    ) from exc
             else:
                 self._contacted = True
                 if response.status_code == 429 or response.status_code >= 500:
                     problem = f"HTTP {response.status_code}"
                     delay = max(delay, _retry_after(response))
                 elif response.status_code >= 400:
-                    raise RuntimeError(f"NCBI Datasets {method} {path}: HTTP {response.status_code}: {response.text[:300]}")
+                    raise RuntimeError(
+                        f"NCBI Datasets {method} {path}: HTTP {response.status_code}: {response.text[:300]}"
+                    )
                 else:
                     try:
                         return parse(response)
                     except _BadPayload as exc:
                         problem = f"unusable response: {exc}"
             if attempt < self.max_retries:
-                log.warning("%s %s: %s; retry %d/%d in %.2f s", method, path, problem, attempt + 1, self.max_retries, delay)
+                log.warning(
+                    "%s %s: %s; retry %d/%d in %.2f s", method, path, problem, attempt + 1, self.max_retries, delay
+                )
                 time.sleep(delay)
-        raise RuntimeError(f"NCBI Datasets {method} {path}: gave up after {self.max_retries + 1} attempts (last: {problem})")
+        raise RuntimeError(
+            f"NCBI Datasets {method} {path}: gave up after {self.max_retries + 1} attempts (last: {problem})"
+        )
 
     def lineage_accessions(
         self,
@@ -189,7 +197,9 @@ def _is_unreachable(exc: Exception) -> bool:
         seen.add(id(exc))
         if isinstance(exc, (NewConnectionError, ConnectionRefusedError)):
             return True
-        nested = getattr(exc, "reason", None) or (exc.args[0] if exc.args and isinstance(exc.args[0], Exception) else None)
+        nested = getattr(exc, "reason", None) or (
+            exc.args[0] if exc.args and isinstance(exc.args[0], Exception) else None
+        )
         exc = nested or exc.__cause__ or exc.__context__
     return False
 
@@ -290,7 +300,9 @@ def ncbi_genomes(
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    client = client or NcbiClient(settings["base_url"], timeout=settings["timeout_s"], max_retries=settings["max_retries"])
+    client = client or NcbiClient(
+        settings["base_url"], timeout=settings["timeout_s"], max_retries=settings["max_retries"]
+    )
     log.info("NCBI Datasets client: %r", client)
     emitted: set[str] = set()
     for label, (name, class_def) in enumerate(zip(classes, class_defs)):
@@ -303,7 +315,9 @@ def ncbi_genomes(
         chosen = sample_accessions(list(lineage_of), int(settings["max_per_class"]), seed, label)
         size = int(settings["batch_size"])
         batches = [chosen[i : i + size] for i in range(0, len(chosen), size)]
-        log.info("class %s: %d of %d accessions sampled, %d batch(es)", name, len(chosen), len(lineage_of), len(batches))
+        log.info(
+            "class %s: %d of %d accessions sampled, %d batch(es)", name, len(chosen), len(lineage_of), len(batches)
+        )
         for number, batch in enumerate(batches, start=1):
             digest = hashlib.sha256("\n".join(batch).encode()).hexdigest()[:16]
             path = cache_dir / f"batch-{name}-{digest}.zip"
@@ -315,7 +329,9 @@ def ncbi_genomes(
             genomes, dates = read_batch(path)
             missing = [acc for acc in batch if acc not in genomes]
             if missing:
-                log.warning("class %s: NCBI returned no sequence for %d accession(s): %s", name, len(missing), missing[:20])
+                log.warning(
+                    "class %s: NCBI returned no sequence for %d accession(s): %s", name, len(missing), missing[:20]
+                )
             for accession in batch:
                 if accession in genomes and accession not in emitted:
                     emitted.add(accession)

@@ -89,7 +89,7 @@ class SpikeExtractor:
         window: int | None = 2000,
     ):
         ref = read_reference(reference)
-        if ref[SPIKE_START - 1 : SPIKE_START + 2] != "ATG" or ref[SPIKE_END - 3 : SPIKE_END] not in ("TAA", "TAG", "TGA"):
+        if ref[SPIKE_START - 1 : SPIKE_START + 2] != "ATG" or ref[SPIKE_END - 3 : SPIKE_END] not in STOP_CODONS:
             raise ValueError(f"{reference}: not NC_045512.2 (no spike ATG..stop at {SPIKE_START}..{SPIKE_END})")
         self.reference = str(reference)
         self.max_n_fraction = float(max_n_fraction)
@@ -126,15 +126,27 @@ class SpikeExtractor:
         result = SpikeResult(seq_id, "pass", "", note, spike, strand, n_fraction)
         change = length - (SPIKE_END - SPIKE_START + 1)
         if abs(change) > self.max_length_change:
-            return _reject(result, "partial_spike", f"length {length} nt is {change:+d} nt from the reference's 3822 (qc.max_length_change {self.max_length_change})")
+            return _reject(
+                result,
+                "partial_spike",
+                f"length {length} nt is {change:+d} nt from the reference's 3822 (qc.max_length_change {self.max_length_change})",
+            )
         if n_fraction > self.max_n_fraction:
-            return _reject(result, "too_many_n", f"{n_fraction:.1%} of {length} nt are N or ambiguous (qc.max_n_fraction {self.max_n_fraction})")
+            return _reject(
+                result,
+                "too_many_n",
+                f"{n_fraction:.1%} of {length} nt are N or ambiguous (qc.max_n_fraction {self.max_n_fraction})",
+            )
         if length % 3:
             return _reject(result, "frameshift", f"length {length} nt is not a multiple of 3")
         stops = [i // 3 + 1 for i in range(0, length - 3, 3) if spike[i : i + 3] in STOP_CODONS]
         if stops and not self.allow_internal_stops:
             shown = ", ".join(map(str, stops[:5])) + (" ..." if len(stops) > 5 else "")
-            return _reject(result, "internal_stop", f"{len(stops)} in-frame stop codon(s) before the end, at codon(s) {shown} of {length // 3}")
+            return _reject(
+                result,
+                "internal_stop",
+                f"{len(stops)} in-frame stop codon(s) before the end, at codon(s) {shown} of {length // 3}",
+            )
         return result
 
     def _locate(self, sequence: str) -> tuple[str, int, str] | SpikeResult:
@@ -158,7 +170,12 @@ class SpikeExtractor:
             return SpikeResult("", "reject", "missing_spike", "no alignment to the reference spike locus")
         best = max(hits, key=lambda h: _overlap(h.r_st, h.r_en, s0, s1))
         if _overlap(best.r_st, best.r_en, s0, s1) == 0:
-            return SpikeResult("", "reject", "missing_spike", f"alignments do not overlap the spike (reference {SPIKE_START}-{SPIKE_END})")
+            return SpikeResult(
+                "",
+                "reject",
+                "missing_spike",
+                f"alignments do not overlap the spike (reference {SPIKE_START}-{SPIKE_END})",
+            )
         strand, n = best.strand, len(sequence)
         query = sequence if strand == 1 else reverse_complement(sequence)
         # Query coordinates of reverse-strand hits count from the end of the forward sequence.
@@ -176,7 +193,14 @@ class SpikeExtractor:
                 lost.append(f"{-start} nt before the start")
             if end > n:
                 lost.append(f"{end - n} nt after the end")
-            return SpikeResult("", "reject", "partial_spike", f"the spike extends {' and '.join(lost)} of the sequence (trimmed end)", None, strand)
+            return SpikeResult(
+                "",
+                "reject",
+                "partial_spike",
+                f"the spike extends {' and '.join(lost)} of the sequence (trimmed end)",
+                None,
+                strand,
+            )
         if end - start < 3:
             return SpikeResult("", "reject", "missing_spike", "the spike is deleted in this sequence", None, strand)
         return query[start:end], strand, "; ".join(notes)
@@ -241,7 +265,9 @@ def _extract_chunk(chunk: list[tuple[str, str]]) -> list[SpikeResult]:
     return [_WORKER.extract(seq_id, sequence) for seq_id, sequence in chunk]
 
 
-def extract_many(records: Iterable[tuple[str, str]], extractor: SpikeExtractor, threads: int = 1, chunk: int = 200) -> Iterator[SpikeResult]:
+def extract_many(
+    records: Iterable[tuple[str, str]], extractor: SpikeExtractor, threads: int = 1, chunk: int = 200
+) -> Iterator[SpikeResult]:
     """extractor.extract over (id, sequence) records, in input order; `threads` > 1 uses processes.
 
     Memory stays bounded: at most threads * 4 chunks of sequences are in flight.
@@ -252,7 +278,9 @@ def extract_many(records: Iterable[tuple[str, str]], extractor: SpikeExtractor, 
         for part in chunks:
             yield from (extractor.extract(seq_id, sequence) for seq_id, sequence in part)
         return
-    with ProcessPoolExecutor(threads, initializer=_init_worker, initargs=(extractor.reference, extractor.options())) as pool:
+    with ProcessPoolExecutor(
+        threads, initializer=_init_worker, initargs=(extractor.reference, extractor.options())
+    ) as pool:
         while window := list(islice(chunks, threads * 4)):
             for results in pool.map(_extract_chunk, window):
                 yield from results
@@ -319,15 +347,25 @@ def extract_dataset(
             }
         )
         if res.status == "pass":
-            spikes.append((res.seq_id, name, classes.index(name), lineage, source, res.sequence, res.n_fraction, res.strand))
+            spikes.append(
+                (res.seq_id, name, classes.index(name), lineage, source, res.sequence, res.n_fraction, res.strand)
+            )
         if len(qc_rows) % 1000 == 0:
             log.info("%d genomes aligned (%.0f/s)", len(qc_rows), len(qc_rows) / (time.monotonic() - started))
     absent = [seq_id for seq_id in meta if seq_id not in seen]
     if absent:
         raise ValueError(f"{manifest}: {len(absent)} genome(s) are not in {genomes}, e.g. {absent[:5]}")
-    qc_table = pd.DataFrame(qc_rows, columns=["seq_id", "class", "status", "reason", "detail", "length", "n_fraction", "strand"])
+    qc_table = pd.DataFrame(
+        qc_rows, columns=["seq_id", "class", "status", "reason", "detail", "length", "n_fraction", "strand"]
+    )
     _check_classes(qc_table, classes)
-    log.info("%d genomes: %d pass, %d reject in %.1f s", len(qc_table), len(spikes), len(qc_table) - len(spikes), time.monotonic() - started)
+    log.info(
+        "%d genomes: %d pass, %d reject in %.1f s",
+        len(qc_table),
+        len(spikes),
+        len(qc_table) - len(spikes),
+        time.monotonic() - started,
+    )
     return _spike_table(spikes), qc_table
 
 
@@ -339,7 +377,9 @@ def _check_classes(qc_table: pd.DataFrame, classes: list[str]) -> None:
         reasons = dict(Counter(rows.loc[rows["status"] != "pass", "reason"]))
         log.info("class %s: %d genomes, %d pass, rejected: %s", name, len(rows), passed, reasons or "none")
         if passed == 0:
-            raise ValueError(f"class {name!r} has no sequence left after QC ({len(rows)} genomes in the manifest; rejected: {reasons or 'none'})")
+            raise ValueError(
+                f"class {name!r} has no sequence left after QC ({len(rows)} genomes in the manifest; rejected: {reasons or 'none'})"
+            )
 
 
 def _spike_table(spikes: list[tuple]) -> pa.Table:

@@ -102,7 +102,9 @@ def apply_profile(reference: str, profile: dict, class_name: str, index: int, so
     inserted_upto = np.cumsum(inserted)
     start_map = kept_before + inserted_upto
     end_map = kept_before + np.concatenate([[0], inserted_upto[:-1]])
-    return Profile(class_name, str(profile.get("lineage", class_name)), index, np.concatenate(pieces), start_map, end_map)
+    return Profile(
+        class_name, str(profile.get("lineage", class_name)), index, np.concatenate(pieces), start_map, end_map
+    )
 
 
 def class_profiles(reference: str, class_def: dict, source: str = "variants.yaml") -> list[Profile]:

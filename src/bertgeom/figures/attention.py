@@ -80,7 +80,7 @@ def plot_gate_grid(agreement: pd.DataFrame) -> plt.Figure:
         right.set_ylabel("agreement between seeds\n(heads matched within layer)")
     present = [g for g in GATE_COLOURS if g in set(heads["gate"])]
     fig.legend([Patch(color=GATE_COLOURS[g]) for g in present], [GATE_NAMES.get(g, g) for g in present],
-               loc="outside right upper", title="gate")
+               loc="outside right center", title="gate")
     ax.set_title(f"Attention gates per head (modal label of {n_seeds} seed{'s' if n_seeds > 1 else ''}; "
                  f"numbers: share of seeds agreeing)" if n_seeds > 1 else "Attention gates per head")
     return fig
@@ -208,7 +208,7 @@ def plot_attention_gallery(matrices: dict, picks: pd.DataFrame, token_map: pd.Da
         top.set_xticks([p for p, _ in domains], [n for _, n in domains], fontsize=5.5)
         top.tick_params(length=0, pad=1)
         extra = "" if pick.label == pick.gate else f"\n(head labelled {GATE_NAMES.get(pick.label, pick.label)})"
-        ax.set_title(f"{GATE_NAMES[pick.gate]}: layer {pick.layer}, head {pick.head}\nscore {pick.score:.2f}{extra}",
+        ax.set_title(f"{GATE_NAMES[pick.gate]}\nlayer {pick.layer}, head {pick.head}, score {pick.score:.2f}{extra}",
                      fontsize="small", fontweight="normal")
     for ax in axes.flat[len(picks):]:
         ax.set_visible(False)

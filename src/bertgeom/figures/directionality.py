@@ -99,9 +99,8 @@ def plot_directionality_spectrum(table: pd.DataFrame, ci: float = 0.95) -> plt.F
 def plot_directionality_original(table: pd.DataFrame) -> plt.Figure:
     """Per head (mean over seeds), our value against the original code's column-sliced, bias-free
     one: directionality index and median principal angle; the diagonal is agreement."""
-    measures = [("directionality_index", "directionality index", (0, 1)),
-                ("angle_median", "median principal angle (degrees)", (0, 90))]
-    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.5))
+    measures = [("directionality_index", "index, 0..1", (0, 1)), ("angle_median", "degrees", (0, 90))]
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.6))
     means = table.groupby(["layer", "head", "variant", "measure"], as_index=False)["value"].mean()
     wide = means.pivot_table(index=["layer", "head", "measure"], columns="variant", values="value").reset_index()
     layers = sorted(wide["layer"].unique())
@@ -116,14 +115,15 @@ def plot_directionality_original(table: pd.DataFrame) -> plt.Figure:
         ax.set_xlim(limits)
         ax.set_ylim(limits)
         ax.set_aspect("equal")
-        ax.set_xlabel(f"ours: {label}")
-        ax.set_ylabel(f"original code: {label}")
-    legend_outside(axes[1], title="head of", fontsize="x-small", ncols=1 if len(layers) <= 12 else 2)
+        ax.set_xlabel(f"ours ({label})")
+        ax.set_ylabel(f"original code ({label})")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", title="head of", fontsize="x-small")
     n_seeds = table["seed"].nunique()
     axes[0].set_title("Directionality index")
-    axes[1].set_title("Median principal angle")
-    fig.suptitle(f"Ours (row slices) vs the original code's W[:, h·d:(h+1)·d] (mean over {n_seeds} "
-                 f"seed{'s' if n_seeds > 1 else ''})", fontweight="bold", fontsize="medium")
+    axes[1].set_title("Median principal angle, Q vs K")
+    fig.suptitle(f"Ours (row slices) vs the original code's column slices W[:, h·d:(h+1)·d]\n(per head, mean over "
+                 f"{n_seeds} seed{'s' if n_seeds > 1 else ''})", fontweight="bold", fontsize="medium")
     return fig
 
 

@@ -36,8 +36,8 @@ def stream_points(frame: pd.DataFrame) -> pd.DataFrame:
 def _panel_grid(n: int, panel: float = 1.9, max_cols: int = 5):
     cols = min(n, max_cols)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(min(WIDTH * 1.35, panel * cols + 1.6), panel * rows + 0.6),
-                             squeeze=False)
+    width = min(WIDTH * 1.35, max(WIDTH, panel * cols + 1.6))
+    fig, axes = plt.subplots(rows, cols, figsize=(width, panel * rows + 0.8), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, axes.flat[:n]
@@ -70,7 +70,7 @@ def plot_pca_pareto(dist: pd.DataFrame, pooling: str = "cls") -> plt.Figure:
     fig.suptitle(f"PCA of the {POOLING_NAMES[pooling]} vectors along the stream: explained variance "
                  f"(mean of {n_seeds} seeds, CI bars)", fontweight="bold", fontsize="medium")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=2)
+    fig.legend(handles, labels, loc="outside right center")
     return fig
 
 
@@ -108,7 +108,7 @@ def plot_embedding(points: pd.DataFrame, classes: list[str], method: str, seed: 
     if len(points) and not points["correct"].astype(bool).all():
         handles.append(Line2D([], [], marker="X", linestyle="", markerfacecolor="white", markeredgecolor="black"))
         labels.append("misclassified")
-    fig.legend(handles, labels, loc="outside right upper", title="class", markerscale=2)
+    fig.legend(handles, labels, loc="outside right center", title="class", markerscale=2)
     fig.supxlabel(f"{axis_name} 1", fontsize="medium")
     fig.supylabel(f"{axis_name} 2", fontsize="medium")
     title = {"pca": "2-D PCA", "tsne": "t-SNE"}[method]
@@ -141,8 +141,8 @@ def plot_probe_silhouette(dist: pd.DataFrame, ci: float = 0.95) -> plt.Figure:
     if sil.size:  # the silhouette lives in [-1, 1]; zoom on the data but keep 0 in view
         ax_sil.set_ylim(max(-1.0, min(0.0, np.nanmin(sil)) - 0.05), min(1.0, max(0.0, np.nanmax(sil)) + 0.05))
     ax_sil.set_ylabel("silhouette of classes\n(euclidean, -1..1)")
-    names = dist.drop_duplicates("point").sort_values("point")
-    ax_sil.set_xticks(names["point"], ["emb"] + [str(p - 1) for p in names["point"][1:]])
+    points = sorted(dist["point"].unique())
+    ax_sil.set_xticks(points, ["emb" if p == 0 else str(p - 1) for p in points])
     ax_sil.set_xlabel("stream point (emb = embeddings; n = output of layer n)")
     n_seeds = int(dist["n_seeds"].max())
     ax_probe.set_title(f"Class separation along the stream ({n_seeds} seeds, {100 * ci:.0f}% CI bands)")

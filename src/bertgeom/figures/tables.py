@@ -19,11 +19,13 @@ def _check_columns(frame: pd.DataFrame, columns, path) -> pd.DataFrame:
 
 
 def read_parquet(path: str | os.PathLike, columns=(), filters=None) -> pd.DataFrame:
-    """A Parquet table as a DataFrame; raises if the file or one of `columns` is missing."""
+    """`columns` of a Parquet table (all when empty) as a DataFrame, rows matching `filters` (pyarrow
+    DNF); raises naming the file if it or one of `columns` is missing. Only those columns are read."""
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such table (run the stage that writes it first)")
-    frame = pq.read_table(path, filters=filters).to_pandas()
-    return _check_columns(frame, columns, path)
+    names = pq.read_schema(path).names
+    _check_columns(pd.DataFrame(columns=names), columns, path)
+    return pq.read_table(path, columns=list(columns) or None, filters=filters).to_pandas()
 
 
 def read_tsv(path: str | os.PathLike, columns=()) -> pd.DataFrame:

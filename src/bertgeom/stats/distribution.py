@@ -153,10 +153,25 @@ def load_layer(path: str, layer: int, stages: list[str], batch_rows: int) -> dic
     return clouds
 
 
+def is_degenerate(x: np.ndarray) -> bool:
+    """True when the points [m, d] (nearly) coincide: fewer than 2, or total variance ~ 0.
+
+    It happens in real models: the [CLS] input of layer 0 is the same embedding for every sequence.
+    PCA ratios, IsoScore and 2-D maps are undefined there (scikit-learn's t-SNE even crashed).
+    """
+    return len(x) < 2 or x.var(axis=0).sum() <= 1e-12 * (1.0 + (x**2).sum(axis=1).mean())
+
+
 def cloud_measures(x: np.ndarray, y: np.ndarray, classes: list[str], options: dict) -> list[tuple]:
-    """(class, measure, index, value) rows of one cloud x [m, d] with labels y [m] (index -1: scalar)."""
+    """(class, measure, index, value) rows of one cloud x [m, d] with labels y [m] (index -1: scalar).
+
+    A degenerate cloud (is_degenerate) gets no PCA rows and a NaN IsoScore.
+    """
+    degenerate = is_degenerate(x)
     rows: list[tuple] = [(ALL, "n", -1, len(x))]
-    rows += [(ALL, "pca_explained_variance_ratio", k, v) for k, v in enumerate(pca_explained(x, options["pca_components"]))]
+    if not degenerate:
+        ratios = pca_explained(x, options["pca_components"])
+        rows += [(ALL, "pca_explained_variance_ratio", k, v) for k, v in enumerate(ratios)]
     accuracy, spread, folds = probe_accuracy(x, y, options["probe_folds"])
     rows += [(ALL, "probe_accuracy", -1, accuracy), (ALL, "probe_accuracy_std", -1, spread)]
     rows += [(ALL, "probe_folds", -1, folds), (ALL, "probe_chance", -1, chance_accuracy(y))]
@@ -167,7 +182,7 @@ def cloud_measures(x: np.ndarray, y: np.ndarray, classes: list[str], options: di
     outliers = np.flatnonzero(np.abs(z) > options["outlier_sigma"])
     rows += [(ALL, "dim_mean", j, v) for j, v in enumerate(means)] + [(ALL, "dim_var", j, v) for j, v in enumerate(variances)]
     rows += [(ALL, "outlier_z", int(j), z[j]) for j in outliers] + [(ALL, "n_outlier_dims", -1, len(outliers))]
-    rows += [(ALL, "isoscore", -1, isoscore(x) if len(x) >= 2 else np.nan)]
+    rows += [(ALL, "isoscore", -1, np.nan if degenerate else isoscore(x))]
     for label in [ALL, *np.unique(y)]:
         part = x if label == ALL else x[y == label]
         name = ALL if label == ALL else classes[label]
@@ -179,14 +194,18 @@ def cloud_measures(x: np.ndarray, y: np.ndarray, classes: list[str], options: di
 
 
 def embedding_rows(cloud: dict, x: np.ndarray, classes: list[str], options: dict, n_jobs: int) -> pd.DataFrame:
-    """2-D coordinates of one cloud: PCA (all points) and t-SNE (tsne_subset of them)."""
+    """2-D coordinates of one cloud: PCA (all points) and t-SNE (tsne_subset of them).
+
+    None for a degenerate cloud or one too small (PCA: 2 points and dimensions, t-SNE: 4 points).
+    """
     frames = []
-    pcs = PCA(n_components=2, random_state=RANDOM_STATE).fit_transform(x) if min(x.shape) >= 2 else None
     chosen = tsne_subset(len(x), options["tsne_max_points"])
-    tsne = tsne_2d(x[chosen], options["tsne_perplexity"], n_jobs) if len(chosen) >= 4 else None
+    usable = not is_degenerate(x)
+    pcs = PCA(n_components=2, random_state=RANDOM_STATE).fit_transform(x) if usable and min(x.shape) >= 2 else None
+    tsne = tsne_2d(x[chosen], options["tsne_perplexity"], n_jobs) if usable and len(chosen) >= 4 else None
     for method, coords, rows in (("pca", pcs, np.arange(len(x))), ("tsne", tsne, chosen)):
         if coords is None:
-            log.warning("too few points (%d) for a 2-D %s", len(rows), method)
+            log.warning("no 2-D %s: %d points, %s", method, len(rows), "too few" if usable else "all (nearly) equal")
             continue
         labels = cloud["label"][rows].astype(int)
         frames.append(
@@ -202,7 +221,7 @@ def embedding_rows(cloud: dict, x: np.ndarray, classes: list[str], options: dict
                 }
             )
         )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EMBEDDING_COLUMNS[5:])
 
 
 DEFAULTS = {

@@ -1,0 +1,71 @@
+"""The README gallery: small copies of the main figures of a run, under docs/img/.
+
+    python -m bertgeom.figures.gallery results/figures docs/img
+
+Each PNG is scaled down to `width` pixels (Lanczos) and written atomically; the full-resolution
+PNG and PDF stay in results/figures/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from bertgeom.io import atomic_path
+
+GALLERY = [
+    "data_qc",
+    "training_curves",
+    "confusion_matrix",
+    "cone_stream",
+    "pca_pareto",
+    "embedding_tsne",
+    "probe_silhouette",
+    "gate_grid",
+    "k90_violins",
+    "attention_gallery",
+    "domain_attention",
+    "directionality_index",
+]
+
+
+def thumbnail(source: str | os.PathLike, target: str | os.PathLike, width: int = 900) -> tuple[int, int]:
+    """Write `source` PNG scaled to at most `width` pixels wide as `target`; returns the new size."""
+    with Image.open(source) as image:
+        image = image.convert("RGB")
+        if image.width > width:
+            image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
+        with atomic_path(target, ".png") as tmp:
+            image.save(tmp, format="PNG", optimize=True)
+        return image.size
+
+
+def make_gallery(figures_dir: str | os.PathLike, out_dir: str | os.PathLike, width: int = 900) -> list[Path]:
+    """Thumbnails of every GALLERY figure found in `figures_dir`; a missing figure is an error."""
+    figures_dir, out_dir = Path(figures_dir), Path(out_dir)
+    missing = [f for f in GALLERY if not (figures_dir / f"{f}.png").exists()]
+    if missing:
+        raise FileNotFoundError(f"{figures_dir}: missing figure(s) {missing} (run the workflow first)")
+    written = []
+    for figure_id in GALLERY:
+        target = out_dir / f"{figure_id}.png"
+        thumbnail(figures_dir / f"{figure_id}.png", target, width)
+        written.append(target)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("figures_dir", nargs="?", default="results/figures")
+    parser.add_argument("out_dir", nargs="?", default="docs/img")
+    parser.add_argument("--width", type=int, default=900, help="largest width in pixels (default 900)")
+    args = parser.parse_args(argv)
+    for path in make_gallery(args.figures_dir, args.out_dir, args.width):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
