@@ -29,6 +29,8 @@ D_HEAD = HIDDEN // HEADS
 PAD, CLS, SEP, FIRST_KMER, VOCAB = 0, 2, 3, 5, 60
 N_SEQS = 20
 
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="module")
 def config(root):
@@ -79,7 +81,6 @@ def model_dir(tmp_path_factory, config):
     """A tiny BERT classifier, trained for a few steps so attention is not uniform, saved to disk."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     classes = config["classes"]
     bert_config = BertConfig(
