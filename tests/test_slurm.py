@@ -55,10 +55,10 @@ def test_profile_blocks(monkeypatch):
     assert int(defaults["mem_mb"]) > 0 and int(defaults["runtime"]) > 0
     assert "slurm_partition" not in defaults and "slurm_account" not in defaults
     rules = parse_assignments(args["set-resources"])
-    threads = parse_assignments(args["set-threads"])[""]
+    assert set(rules) == set(GPU_RULES)
     for rule in GPU_RULES:
         assert rules[rule]["gpu"] == "1", rule
-        assert int(rules[rule]["cpus_per_gpu"]) == int(threads[rule]) >= 1, rule
+        assert int(rules[rule]["cpus_per_gpu"]) >= 1, rule
         assert int(rules[rule]["mem_mb"]) > 0 and int(rules[rule]["runtime"]) > 0, rule
 
     monkeypatch.setenv("SBATCH_PARTITION", "all")  # a Python builtin's name: must stay a string
@@ -156,10 +156,10 @@ def test_tiny_workflow_on_slurm_equals_local_run(slurm_cluster, tmp_path):
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"
 
     # The local run of the same configuration goes alongside: the SLURM run leaves the CPUs idle
-    # while its jobs queue, start and wait for the next status check. Same threads per job in both
-    # runs (the profile's set-threads, capped by the CPUs): float results depend on them.
+    # while its jobs queue, start and wait for the next status check. Each job gets the same
+    # threads in both runs (its rule's, capped by the CPUs): float results depend on them.
     started = time.monotonic()
-    local_run = start_snakemake(local, "--cores", cpus, "--set-threads", *read_profile()["set-threads"], env=env)
+    local_run = start_snakemake(local, "--cores", cpus, env=env)
     slurm_run = start_snakemake(on_slurm, "--workflow-profile", str(PROFILE.parent), *slurm_overrides(node), env=env)
     try:
         slurm_run.wait(timeout=RUN_TIMEOUT_S)

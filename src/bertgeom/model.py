@@ -27,6 +27,7 @@ PRESETS: dict[str, dict] = {
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
+        hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.0,
     ),
     "small": dict(
@@ -34,6 +35,7 @@ PRESETS: dict[str, dict] = {
         num_hidden_layers=4,
         num_attention_heads=4,
         intermediate_size=512,
+        hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.0,
     ),
     "base": dict(
@@ -41,6 +43,7 @@ PRESETS: dict[str, dict] = {
         num_hidden_layers=12,
         num_attention_heads=12,
         intermediate_size=3072,
+        hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.1,
     ),
 }
@@ -63,7 +66,6 @@ def scratch_config(preset: str, classes: list[str], vocab_size: int, pad_id: int
         num_labels=len(classes),
         id2label=id2label,
         label2id=label2id,
-        hidden_dropout_prob=0.1,
         **PRESETS[preset],
     )
 

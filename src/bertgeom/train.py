@@ -117,7 +117,7 @@ def make_optimizer(model: torch.nn.Module, train_cfg: dict, device: torch.device
         {"params": decay, "weight_decay": train_cfg["weight_decay"]},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=train_cfg["lr"], eps=train_cfg["eps"], fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=train_cfg["lr"], eps=train_cfg["eps"], fused=True)
 
 
 def training_steps(n_train: int, train_cfg: dict) -> tuple[int, int]:

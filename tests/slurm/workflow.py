@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "profiles" / "slurm" / "profile.yaml"
-GPU_RULES = ("train", "dump_activations")
+GPU_RULES = ("train", "evaluate", "dump_activations")
 
 
 def read_profile(path: Path = PROFILE) -> dict:

@@ -38,7 +38,7 @@ def _stream_axes(ax: plt.Axes, layers: list[int], per_layer: int) -> None:
 
 
 def _band(ax, part: pd.DataFrame, colour, label, linestyle="-") -> None:
-    ax.fill_between(part["x"], part["ci_low"], part["ci_high"], color=colour, alpha=0.25, linewidth=0)
+    ax.fill_between(part["x"], part["ci_low"], part["ci_high"], color=colour, alpha=0.2, linewidth=0)
     ax.plot(part["x"], part["mean"], color=colour, linestyle=linestyle, linewidth=1.2, label=label)
 
 
@@ -57,10 +57,11 @@ def plot_cone_stream(cone: pd.DataFrame, ci: float = 0.95) -> plt.Figure:
     n_seeds = int(cone["n_seeds"].max())
     fig, (ax_ours, ax_ref) = plt.subplots(2, 1, figsize=(WIDTH, 5.2), sharex=True)
     ours = cone[(cone["variant"] == "ours") & (cone["measure"] == "cone_normalised")]
-    for scope, style, label in (("sequence", "-", "per sequence (mean)"), ("pooled", "--", "all tokens pooled")):
+    for scope, colour, style, label in (("sequence", "0.3", "-", "per sequence (mean)"),
+                                        ("pooled", "#D55E00", "--", "all tokens of the split pooled")):
         part = ours[ours["scope"] == scope]
         if len(part):
-            _band(ax_ours, part, "0.35", label, style)
+            _band(ax_ours, part, colour, label, style)
     per_seq = ours[ours["scope"] == "sequence"]
     for stage in stages:
         dots = per_seq[per_seq["stage"] == stage]
@@ -71,7 +72,7 @@ def plot_cone_stream(cone: pd.DataFrame, ci: float = 0.95) -> plt.Figure:
     ax_ours.set_title(f"Cone index along the information stream ({n_seeds} seeds, {100 * ci:.0f}% CI bands)")
     legend_outside(ax_ours, title="line / stage")
     ref = cone[(cone["variant"] == "reference") & (cone["measure"] == "cone_index") & (cone["scope"] == "sequence")]
-    _band(ax_ref, ref, "0.35", "per sequence (mean)")
+    _band(ax_ref, ref, "0.3", "per sequence (mean)")
     for stage in stages:
         dots = ref[ref["stage"] == stage]
         ax_ref.scatter(dots["x"], dots["mean"], color=colours[stage], marker=markers[stage], s=18, zorder=3,

@@ -2,7 +2,8 @@
 
     python -m bertgeom.figures.gallery results/figures docs/img
 
-Each PNG is scaled down to `width` pixels (Lanczos) and written atomically; the full-resolution
+Each PNG is scaled down to `width` pixels (Lanczos), reduced to a 256-colour palette and written
+atomically; the full-resolution
 PNG and PDF stay in results/figures/.
 """
 
@@ -38,8 +39,10 @@ def thumbnail(source: str | os.PathLike, target: str | os.PathLike, width: int =
         image = image.convert("RGB")
         if image.width > width:
             image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
+        # 256 colours are plenty for a plot and divide the file size by about 3 (README stays light).
+        small = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
         with atomic_path(target, ".png") as tmp:
-            image.save(tmp, format="PNG", optimize=True)
+            small.save(tmp, format="PNG", optimize=True)
         return image.size
 
 
