@@ -10,6 +10,7 @@ installed (.ci/run installs them) and needs to start the daemons: root, as in CI
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -40,7 +43,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 CONFIG = ROOT / "config" / "tiny.yaml"
 PROFILE_ENV = ("SBATCH_PARTITION", "SBATCH_ACCOUNT", "BERTGEOM_GPU_PARTITION")
 MISSING = cluster.missing_binaries()
-RUN_TIMEOUT_S = 1500  # CI runs the whole suite in 25 minutes
+RUN_TIMEOUT_S = 1200  # both runs together; about 4 minutes on 2 cores, CI has 25 for everything
 
 
 def test_profile_blocks(monkeypatch):
@@ -85,6 +88,66 @@ def test_profile_names_real_rules():
     sized = set(parse_assignments(read_profile()["set-resources"]))
     assert sized <= rules, f"profile sizes unknown rules: {sorted(sized - rules)}"
     assert local_rules() <= rules, f"LOCAL_RULES names unknown rules: {sorted(local_rules() - rules)}"
+
+
+def test_fit_to_node_caps_only_what_the_node_cannot_give():
+    entries = ["train:gpu=2", "train:cpus_per_gpu=8", "train:mem_mb=32000", "train:runtime=480",
+               "mem_mb=1000", "slurm_partition='gpu'"]
+    assert fit_to_node(entries, cpus=2, mem_mb=12000) == [
+        "train:gpu=1", "train:cpus_per_gpu=2", "train:mem_mb=12000", "train:runtime=480",
+        "mem_mb=1000", "slurm_partition='gpu'",
+    ]
+
+
+SNAKEMAKE_LOG = """\
+SLURM run ID: 1234abcd-run
+[Thu Nov 26 11:11:26 2026]
+localrule download:
+    output: results/data/genomes.fasta
+    jobid: 2
+    reason: Missing output files: results/data/genomes.fasta
+[Thu Nov 26 11:11:28 2026]
+rule train:
+    input: results/tokens/train.parquet
+    output: results/models/seed0/model.safetensors
+    jobid: 5
+    wildcards: seed=0
+Job 5 has been submitted with SLURM jobid 17 (log: /w/.snakemake/slurm_logs/rule_train/0/17.log).
+"""
+
+
+def test_jobs_from_log_reads_rules_local_flags_and_slurm_ids():
+    run_id, jobs = jobs_from_log(SNAKEMAKE_LOG)
+    assert run_id == "1234abcd-run"
+    assert (jobs[2].rule, jobs[2].local, jobs[2].slurm_id) == ("download", True, None)
+    assert (jobs[5].rule, jobs[5].local, jobs[5].slurm_id) == ("train", False, "17")
+    assert jobs[5].slurm_log == Path("/w/.snakemake/slurm_logs/rule_train/0/17.log")
+    with pytest.raises(AssertionError, match="submitted twice"):
+        jobs_from_log(SNAKEMAKE_LOG + SNAKEMAKE_LOG.splitlines(keepends=True)[-1])
+    with pytest.raises(ValueError, match="jobid 5"):  # a job's own log, printed after a failure
+        jobs_from_log(SNAKEMAKE_LOG + "localrule evaluate:\n    jobid: 5\n")
+
+
+def test_differences_see_content_not_timing_or_figures(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root, loss, rate, weight, png in ((a, 0.5, 100.0, b"w1", b"x"), (b, 0.5, 250.0, b"w1", b"y")):
+        (root / "results" / "figures").mkdir(parents=True)
+        pq.write_table(pa.table({"seq_id": ["s1", "s2"], "value": [1.0, 2.0]}), root / "results" / "t.parquet")
+        (root / "results" / "info.json").write_text(json.dumps({"loss": loss, "wall_s_this_run": rate}))
+        (root / "results" / "log.csv").write_text(f"step,loss,tokens_per_s\n1,{loss},{rate}\n")
+        (root / "results" / "model.safetensors").write_bytes(weight)
+        (root / "results" / "figures" / "f.png").write_bytes(png)
+    files = result_files(a)
+    assert files == result_files(b) and len(files) == 5
+    assert differences(a, b, files) == []  # timing fields and figure bytes differ, nothing else
+
+    pq.write_table(pa.table({"seq_id": ["s1", "s2"], "value": [1.0, 2.5]}), b / "results" / "t.parquet")
+    (b / "results" / "info.json").write_text(json.dumps({"loss": 0.6, "wall_s_this_run": 1.0}))
+    (b / "results" / "log.csv").write_text("step,loss,tokens_per_s\n1,0.6,1.0\n")
+    (b / "results" / "model.safetensors").write_bytes(b"w2")
+    assert differences(a, b, files) == [
+        "results/info.json", "results/log.csv", "results/model.safetensors", "results/t.parquet",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +227,11 @@ def test_tiny_workflow_on_slurm_equals_local_run(slurm_cluster, tmp_path):
     try:
         slurm_run.wait(timeout=RUN_TIMEOUT_S)
         slurm_s = time.monotonic() - started
-        local_run.wait(timeout=RUN_TIMEOUT_S)
+        local_run.wait(timeout=max(1.0, RUN_TIMEOUT_S - slurm_s))
         both_s = time.monotonic() - started
+    except subprocess.TimeoutExpired:
+        jobs = slurm_cluster.run("squeue", "--states=all", "--format=%i %T %r %k").stdout
+        pytest.fail(f"no end after {RUN_TIMEOUT_S} s; SLURM jobs:\n{jobs}\n{(on_slurm / 'snakemake.out').read_text()[-4000:]}")
     finally:
         stop_process_group(slurm_run)
         stop_process_group(local_run)

@@ -27,15 +27,18 @@ MIN_JOB_AGE = 3600
 START_TIMEOUT_S = 60
 
 
+def _find(name: str) -> str | None:
+    """The program on PATH, or in /usr/sbin, /sbin where Debian puts the daemons."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+
+
 def missing_binaries() -> list[str]:
-    """Names of the SLURM/munge programs that are not on PATH (or /usr/sbin)."""
-    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-    return [name for name in DAEMONS + CLIENTS if shutil.which(name, path=search) is None]
+    """Names of the SLURM/munge programs that are not installed."""
+    return [name for name in DAEMONS + CLIENTS if _find(name) is None]
 
 
 def _which(name: str) -> str:
-    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-    path = shutil.which(name, path=search)
+    path = _find(name)
     if path is None:
         raise FileNotFoundError(f"{name} not found on PATH or in /usr/sbin (apt-get install slurm-wlm munge)")
     return path
@@ -53,6 +56,7 @@ def node_hardware() -> dict[str, int]:
 
 
 def _free_port() -> int:
+    """A TCP port free now (another program could take it before the daemon binds: unlikely)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -64,14 +68,9 @@ class SlurmCluster:
 
     root: Path
     node: str
-    partition: str
     hardware: dict[str, int]
     env: dict[str, str]
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    @property
-    def conf(self) -> Path:
-        return self.root / "slurm.conf"
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run a SLURM client against this cluster."""
@@ -92,10 +91,10 @@ class SlurmCluster:
         return "\n".join(parts)
 
 
-def write_config(root: Path, hardware: dict[str, int], user: str) -> tuple[Path, str, str]:
-    """munge key, slurm.conf and gres.conf for one node = this machine; returns (conf, node, partition)."""
-    node = socket.gethostname().split(".")[0]
-    partition = "test"
+def write_config(root: Path, hardware: dict[str, int], user: str) -> tuple[Path, str]:
+    """munge key, slurm.conf and gres.conf for one node = this machine, and the srun wrapper;
+    returns (slurm.conf, node name)."""
+    node = socket.gethostname().split(".")[0]  # slurmctld must find itself in SlurmctldHost
     for sub in ("munge", "munge/key", "state", "spool", "log"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     (root / "munge").chmod(0o755)  # clients connect to the socket inside
@@ -134,7 +133,7 @@ MinJobAge={MIN_JOB_AGE}
 ReturnToService=2
 GresTypes=gpu
 NodeName={node} NodeAddr=127.0.0.1 {node_line} Gres=gpu:1 State=UNKNOWN
-PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
+PartitionName=test Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
     (root / "slurm.conf").write_text(conf)
     (root / "gres.conf").write_text(f"NodeName={node} Name=gpu File=/dev/null\n")
@@ -144,7 +143,7 @@ PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
     shim.parent.mkdir(exist_ok=True)
     shim.write_text(f'#!/bin/sh\nSLURM_CONF="{root}/slurm.conf" exec "{_which("srun")}" "$@"\n')
     shim.chmod(0o755)
-    return root / "slurm.conf", node, partition
+    return root / "slurm.conf", node
 
 
 def _wait(predicate, what: str, cluster: SlurmCluster) -> None:
@@ -176,11 +175,11 @@ def start(root: Path) -> SlurmCluster:
     """
     root = Path(root)
     hardware = node_hardware()
-    conf, node, partition = write_config(root, hardware, getpass.getuser())
+    conf, node = write_config(root, hardware, getpass.getuser())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "SRUN_"))}
     env["SLURM_CONF"] = str(conf)
     env["PATH"] = os.pathsep.join([str(root / "bin"), env.get("PATH", "")])
-    cluster = SlurmCluster(root=root, node=node, partition=partition, hardware=hardware, env=env)
+    cluster = SlurmCluster(root=root, node=node, hardware=hardware, env=env)
     commands = {
         "munged": [
             _which("munged"), "--foreground", "--force",
@@ -198,11 +197,10 @@ def start(root: Path) -> SlurmCluster:
     }
     try:
         for name, command in commands.items():
-            out = open(root / "log" / f"{name}.out", "wb")
-            cluster.procs[name] = subprocess.Popen(
-                command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-            out.close()
+            with open(root / "log" / f"{name}.out", "wb") as out:
+                cluster.procs[name] = subprocess.Popen(
+                    command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
             predicate, what = ready[name]
             _wait(predicate, what, cluster)
     except BaseException:
