@@ -2,7 +2,6 @@
 # One rule file per stage of the paper; the library behind each is src/bertgeom/<stage>.
 from snakemake.utils import min_version
 
-
 min_version("9.0")
 
 
@@ -23,6 +22,6 @@ include: "rules/figures.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

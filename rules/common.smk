@@ -1,15 +1,18 @@
-# Helpers shared by the rule files: config validation, paths, seeds, input functions.
+# Helpers shared by all rule files (config validation, paths, seeds, input functions).
 import os
 from pathlib import Path
 
 from snakemake.utils import validate
 
-
 validate(config, schema="../config/config.schema.yaml")
 
 # Jobs import the library from this checkout, also inside conda environments (--sdm conda).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    filter(None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")])
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        filter(
+            None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")]
+        )
+    )
 )
 
 SEEDS = config["train"]["seeds"]
@@ -86,7 +89,7 @@ def data_fasta_files():
 
 
 def download_inputs(wildcards):
-    """Inputs of rule download: the reference, variants.yaml and, for data.source fasta, the
+    """Inputs of the download rule: the reference, variants.yaml and, for data.source fasta, the
     per-class FASTA files (inputs, so that a changed file reruns the download)."""
     return {
         "reference": resolve(config["data"]["reference"]),
@@ -118,7 +121,9 @@ def example_seed():
     if seed is None:
         return SEEDS[0]
     if seed not in SEEDS:
-        raise ValueError(f"config figures.example_seed: {seed} is not one of train.seeds {SEEDS}")
+        raise ValueError(
+            f"config figures.example_seed: {seed} is not one of train.seeds {SEEDS}"
+        )
     return seed
 
 
@@ -157,7 +162,10 @@ FIGURE_IDS = [
 def figure_files():
     """Every figure (PNG and PDF) and the report's metrics table."""
     figures = expand("results/figures/{id}.{ext}", id=FIGURE_IDS, ext=["png", "pdf"])
-    return figures + ["results/figures/metrics_table.html", "results/figures/metrics_table.tsv"]
+    return figures + [
+        "results/figures/metrics_table.html",
+        "results/figures/metrics_table.tsv",
+    ]
 
 
 # --- activations (rules/activations.smk) -------------------------------------------------------
@@ -201,12 +209,16 @@ STATS_TABLES = [
 
 def stats_seed_tables(wildcards):
     """Input of aggregate_seeds: results/stats/seed{seed}/{name}.parquet for every seed."""
-    return expand("results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=wildcards.name)
+    return expand(
+        "results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=wildcards.name
+    )
 
 
 def stats_outputs():
     """Every per-seed and across-seed stats table, and the 2-D embeddings of every seed."""
-    tables = expand("results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=STATS_TABLES)
+    tables = expand(
+        "results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=STATS_TABLES
+    )
     tables += expand("results/stats/all_seeds/{name}.parquet", name=STATS_TABLES)
     return tables + expand("results/stats/seed{seed}/embedding_2d.parquet", seed=SEEDS)
 
@@ -214,7 +226,9 @@ def stats_outputs():
 # --- attention patterns and directionality (rules/attention.smk) ---------------------------------
 def attention_outputs():
     """The attention tables not aggregated by aggregate_seeds (labels, K90 samples, agreement)."""
-    per_seed = expand("results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=["gates", "k90"])
+    per_seed = expand(
+        "results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=["gates", "k90"]
+    )
     return per_seed + ["results/stats/all_seeds/gate_agreement.parquet"]
 
 
