@@ -33,7 +33,15 @@ PAPER_SEQUENCES = 36360 * 2  # training split x epochs
 PAPER_TOKENS = 427  # [CLS] + 425 k-mers + [SEP]
 N_CLASSES = 8
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched on the device name.
-PEAK_TFLOPS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
+PEAK_TFLOPS = {
+    "H200": 989.4,
+    "H100 PCIe": 756.0,
+    "H100": 989.4,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10": 125.0,
+    "L4": 121.0,
+}
 
 
 class Vocab:
@@ -65,9 +73,11 @@ def peak_tflops(device: torch.device, given: float | None) -> float | None:
 def measure(preset: str, batch: int, seq: int, steps: int, warmup: int, device, compile_: bool) -> dict:
     """Tokens/s of `steps` timed training steps (after `warmup` untimed ones) on [batch, seq] inputs."""
     torch.manual_seed(0)
-    model = build_model({"init": "scratch", "preset": preset}, [str(i) for i in range(N_CLASSES)], Vocab(PAPER_VOCAB), 0).to(device)
+    model = build_model(
+        {"init": "scratch", "preset": preset}, [str(i) for i in range(N_CLASSES)], Vocab(PAPER_VOCAB), 0
+    ).to(device)
     train_cfg = dict(lr=2e-5, eps=1e-8, weight_decay=0.0)
-    optimizer = make_optimizer(model, train_cfg, device)
+    optimizer = make_optimizer(model, train_cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, steps + warmup)
     forward = torch.compile(model) if compile_ else model
     ids = torch.randint(5, PAPER_VOCAB, (batch, 512))
@@ -86,7 +96,13 @@ def measure(preset: str, batch: int, seq: int, steps: int, warmup: int, device, 
     loss.item()  # waits for the last step
     seconds = time.perf_counter() - start
     memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"batch": batch, "seq": seq, "tokens_per_s": batch * seq * steps / seconds, "sequences_per_s": batch * steps / seconds, "peak_memory_gib": memory}
+    return {
+        "batch": batch,
+        "seq": seq,
+        "tokens_per_s": batch * seq * steps / seconds,
+        "sequences_per_s": batch * steps / seconds,
+        "peak_memory_gib": memory,
+    }
 
 
 def _pct(x: float | None) -> str:
@@ -113,7 +129,9 @@ def main() -> None:
     configure_torch(device, args.threads, deterministic=False)  # throughput: fastest kernels
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak_tflops(device, args.peak_tflops)
-    print(f"device {name}, preset {args.preset}, bf16 autocast {device.type == 'cuda'}, compile {args.compile}, peak {peak} TFLOP/s")
+    print(
+        f"device {name}, preset {args.preset}, bf16 autocast {device.type == 'cuda'}, compile {args.compile}, peak {peak} TFLOP/s"
+    )
     rows = []
     for seq in (512, PAPER_TOKENS):
         for batch in args.batch_sizes:
@@ -129,9 +147,21 @@ def main() -> None:
                 f"seq {seq:3d} batch {batch:3d}: {row['tokens_per_s']:9.0f} tokens/s, {row['sequences_per_s']:7.1f} seq/s, "
                 f"{row['model_tflops']:6.1f} TFLOP/s, MFU {_pct(row['mfu'])}, peak memory {_gib(row['peak_memory_gib'])}{paper}"
             )
-    print(f"paper-scale run = {PAPER_SEQUENCES} sequences x {PAPER_TOKENS} tokens (36,360 x 2 epochs), training steps only")
+    print(
+        f"paper-scale run = {PAPER_SEQUENCES} sequences x {PAPER_TOKENS} tokens (36,360 x 2 epochs), training steps only"
+    )
     if args.out:
-        write_json(args.out, {"device": name, "preset": args.preset, "compile": args.compile, "peak_tflops": peak, "rows": rows, "versions": package_versions()})
+        write_json(
+            args.out,
+            {
+                "device": name,
+                "preset": args.preset,
+                "compile": args.compile,
+                "peak_tflops": peak,
+                "rows": rows,
+                "versions": package_versions(),
+            },
+        )
 
 
 if __name__ == "__main__":

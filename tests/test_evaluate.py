@@ -63,7 +63,9 @@ def test_predictions_match_the_model(tmp_path):
     tokenizer = make_tokens(tmp_path / "tokens")
     model = build_model(make_config()["model"], CLASSES, tokenizer, seed=0)
     model.save_pretrained(tmp_path / "model")
-    table, metrics = evaluate_split(tmp_path / "model", tmp_path / "tokens" / "test.parquet", CLASSES, batch_size=5, device="cpu")
+    table, metrics = evaluate_split(
+        tmp_path / "model", tmp_path / "tokens" / "test.parquet", CLASSES, batch_size=5, device="cpu"
+    )
 
     split = load_split(tmp_path / "tokens" / "test.parquet", len(CLASSES))
     mask = (torch.arange(MAX_LENGTH)[None, :] < split.n_tokens[:, None]).long()

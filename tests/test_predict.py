@@ -40,7 +40,10 @@ def trained(tmp_path_factory):
     genomes = list(synthetic_genomes(CLASSES, REFERENCE, VARIANTS, config["data"]["synthetic"], seed=0))
     extractor = SpikeExtractor(REFERENCE)
     spikes = pd.DataFrame(
-        [(seq_id, f["class"], CLASSES.index(f["class"]), f["lineage"], extractor.extract(seq_id, seq).sequence) for seq_id, seq, f in genomes],
+        [
+            (seq_id, f["class"], CLASSES.index(f["class"]), f["lineage"], extractor.extract(seq_id, seq).sequence)
+            for seq_id, seq, f in genomes
+        ],
         columns=["seq_id", "class", "label", "lineage", "sequence"],
     )
     index = spikes.groupby("label").cumcount()  # 0..15 within each class
@@ -71,7 +74,9 @@ def test_predict_genomes_and_spikes(trained, tmp_path):
     assert len(ok) == len(held_out) + 1 and (table.loc[table["status"] != "pass", "prediction"] == "").all()
     # The trained model separates the two lineages; a bare spike is classified as its genome.
     assert ok["prediction"].tolist() == [c for _, _, c in held_out] + [genome_class]
-    assert ok.loc[ok["seq_id"] == "bare-spike", "probability"].item() == pytest.approx(ok["probability"].iloc[0], abs=1e-6)
+    assert ok.loc[ok["seq_id"] == "bare-spike", "probability"].item() == pytest.approx(
+        ok["probability"].iloc[0], abs=1e-6
+    )
 
     # Same numbers as the pipeline by hand: extraction, the model's tokenizer, the model.
     tokenizer = KmerTokenizer.load(model_dir)
@@ -87,7 +92,9 @@ def test_cli(trained, tmp_path, capsys):
     fasta = tmp_path / "in.fasta"
     write_fasta(fasta, [(i, s) for i, s, _ in held_out[:2]] + [("junk", "ACGT" * 400)])
     out = tmp_path / "out.tsv"
-    assert main(["predict", "--model", str(model_dir), "--fasta", str(fasta), "--out", str(out), "--device", "cpu"]) == 1
+    assert (
+        main(["predict", "--model", str(model_dir), "--fasta", str(fasta), "--out", str(out), "--device", "cpu"]) == 1
+    )
     printed = capsys.readouterr()
     assert held_out[0][0] in printed.out and held_out[0][2] in printed.out
     assert "record 'junk': no usable spike (missing_spike" in printed.err

@@ -33,12 +33,18 @@ def one_thread():
 
 def make_config(**train) -> dict:
     """The validated config (schema defaults filled) for the tiny preset and CLASSES."""
-    config = {"classes": list(CLASSES), "model": {"preset": "tiny"}, "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, **train}}
+    config = {
+        "classes": list(CLASSES),
+        "model": {"preset": "tiny"},
+        "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, **train},
+    }
     validate(config, str(ROOT / "config" / "config.schema.yaml"))
     return config
 
 
-def make_tokens(directory: Path, sizes=(48, 12, 12), tokenizer: KmerTokenizer | None = None, seed: int = 0) -> KmerTokenizer:
+def make_tokens(
+    directory: Path, sizes=(48, 12, 12), tokenizer: KmerTokenizer | None = None, seed: int = 0
+) -> KmerTokenizer:
     """A tokenizer and train/val/test parquets in the tokens format; every third token is a
     class-specific k-mer, the rest is noise; lengths vary so batches get trimmed."""
     rng = np.random.default_rng(seed)
@@ -87,7 +93,7 @@ def test_one_step_changes_weights_and_reduces_loss(tokens):
     labels = split.labels[:8]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     loss0 = loss_on(model, ids, mask, labels)
-    optimizer = make_optimizer(model, config["train"], torch.device("cpu"))
+    optimizer = make_optimizer(model, config["train"])
     constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     model.train()
     loss, grad_norm = train_step(model, optimizer, constant, ids, mask, labels, 1.0, torch.device("cpu"), False)
@@ -169,7 +175,9 @@ def test_kill_and_resume_equals_uninterrupted(tokens, tmp_path, monkeypatch):
     kill_at.clear()
     info = train_seed(config, 0, tokens, tmp_path / "resumed", tmp_path / "ckpt")
     assert info["resumed_from_epoch"] == 1 and len(calls) == 2 * 6  # only epochs 2 and 3 were run
-    assert io.sha256_file(tmp_path / "resumed" / "model.safetensors") == io.sha256_file(tmp_path / "whole" / "model.safetensors")
+    assert io.sha256_file(tmp_path / "resumed" / "model.safetensors") == io.sha256_file(
+        tmp_path / "whole" / "model.safetensors"
+    )
     whole = np.loadtxt(tmp_path / "whole" / "train_log.csv", delimiter=",", skiprows=1, usecols=(0, 2, 3, 4))
     resumed = np.loadtxt(tmp_path / "resumed" / "train_log.csv", delimiter=",", skiprows=1, usecols=(0, 2, 3, 4))
     assert np.array_equal(whole, resumed)  # step, loss, lr, grad_norm of every step
@@ -201,7 +209,14 @@ def write_pretrained(directory: Path) -> BertForMaskedLM:
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=False).save_pretrained(directory)
     torch.manual_seed(123)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     model = BertForMaskedLM(config)
     model.save_pretrained(directory)
     return model
@@ -243,4 +258,6 @@ def test_bad_inputs_are_clear_errors(tokens, tmp_path):
     with pytest.raises(ValueError, match=r"labels must lie in 0\.\.1"):
         load_split(tokens / "train.parquet", 2)
     with pytest.raises(FileNotFoundError, match="cannot load a BERT checkpoint"):
-        build_model({"init": "pretrained", "pretrained": str(tmp_path / "nowhere")}, CLASSES, KmerTokenizer.load(tokens), 0)
+        build_model(
+            {"init": "pretrained", "pretrained": str(tmp_path / "nowhere")}, CLASSES, KmerTokenizer.load(tokens), 0
+        )

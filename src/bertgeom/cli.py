@@ -45,6 +45,7 @@ def predict_records(
 ) -> pd.DataFrame:
     """One row per record: seq_id, status (pass/reject), reason, detail, prediction, probability,
     and prob_<class> for every class (empty for rejected records)."""
+    # Imported here, not at the top: `bertgeom --help` should not wait for torch.
     import torch
 
     from bertgeom.data.spike import SpikeExtractor
@@ -55,7 +56,11 @@ def predict_records(
     model_dir = Path(model_dir)
     info_path = model_dir / "training_info.json"
     config = json.loads(info_path.read_text()).get("config", {}) if info_path.is_file() else {}
-    qc = {k: v for k, v in config.get("qc", {}).items() if k in ("max_n_fraction", "allow_internal_stops", "preset", "flank")}
+    qc = {
+        k: v
+        for k, v in config.get("qc", {}).items()
+        if k in ("max_n_fraction", "allow_internal_stops", "preset", "flank")
+    }
     model = load_model(model_dir, select_device(device))
     tokenizer = KmerTokenizer.load(model_dir)
     classes = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -67,7 +72,11 @@ def predict_records(
         row = {"seq_id": seq_id, "status": res.status, "reason": res.reason, "detail": res.detail}
         tokens = int(n_kmers(res.length, tokenizer.k, tokenizer.stride)) + 2
         if res.status == "pass" and tokens > tokenizer.max_length:
-            row.update(status="reject", reason="too_long", detail=f"{res.length} nt give {tokens} tokens > max_length {tokenizer.max_length}")
+            row.update(
+                status="reject",
+                reason="too_long",
+                detail=f"{res.length} nt give {tokens} tokens > max_length {tokenizer.max_length}",
+            )
         if row["status"] == "pass":
             spikes.append((len(rows), res.sequence))
         rows.append(row)
@@ -76,7 +85,9 @@ def predict_records(
     if spikes:
         ids, n_tokens = tokenizer.encode([s for _, s in spikes], [records[i][0] for i, _ in spikes])
         device_ = next(model.parameters()).device
-        probs = predict_probs(model, torch.from_numpy(ids), torch.from_numpy(n_tokens).long(), batch_size, device_).numpy()
+        probs = predict_probs(
+            model, torch.from_numpy(ids), torch.from_numpy(n_tokens).long(), batch_size, device_
+        ).numpy()
         where = [i for i, _ in spikes]
         table.loc[where, "prediction"] = [classes[c] for c in probs.argmax(1)]
         table.loc[where, "probability"] = probs.max(1)
@@ -103,7 +114,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     rejected = table[table["status"] != "pass"]
     for row in rejected.itertuples():
-        print(f"bertgeom predict: {args.fasta}: record {row.seq_id!r}: no usable spike ({row.reason}: {row.detail})", file=sys.stderr)
+        print(
+            f"bertgeom predict: {args.fasta}: record {row.seq_id!r}: no usable spike ({row.reason}: {row.detail})",
+            file=sys.stderr,
+        )
     return 1 if len(rejected) else 0
 
 
@@ -125,6 +139,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no weight-loading bars in the command's output
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as err:

@@ -102,12 +102,19 @@ def run(snakemake) -> None:
         torch.set_num_threads(snakemake.threads)
         model_dir = Path(snakemake.input["model"]).parent
         table, metrics = evaluate_split(
-            model_dir, snakemake.input["test"], config["classes"], config["train"]["eval_batch_size"], config["train"]["device"]
+            model_dir,
+            snakemake.input["test"],
+            config["classes"],
+            config["train"]["eval_batch_size"],
+            config["train"]["device"],
         )
         meta = io.provenance(config, model_dir, split="test")
         io.write_parquet(table, snakemake.output["predictions"], meta)
         io.write_json(snakemake.output["metrics"], {**metrics, "provenance": meta})
         log.info(
             "seed %s test: accuracy %.4f, macro-F1 %.4f over %d sequences",
-            snakemake.wildcards.seed, metrics["accuracy"], metrics["macro_f1"], metrics["n"],
+            snakemake.wildcards.seed,
+            metrics["accuracy"],
+            metrics["macro_f1"],
+            metrics["n"],
         )

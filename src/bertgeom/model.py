@@ -54,8 +54,13 @@ def label_maps(classes: list[str]) -> tuple[dict[int, str], dict[str, int]]:
     return dict(enumerate(classes)), {name: i for i, name in enumerate(classes)}
 
 
-def scratch_config(preset: str, classes: list[str], vocab_size: int, pad_id: int, max_length: int) -> BertConfig:
-    """A BertConfig for a preset, sized to the tokenizer (vocabulary, PAD id, input length)."""
+def scratch_config(
+    preset: str, classes: list[str], vocab_size: int, pad_id: int, max_length: int, attn_implementation: str = "sdpa"
+) -> BertConfig:
+    """A BertConfig for a preset, sized to the tokenizer (vocabulary, PAD id, input length).
+
+    The attention implementation is not saved with the model: whoever loads it chooses its own.
+    """
     if preset not in PRESETS:
         raise ValueError(f"model.preset: unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
     id2label, label2id = label_maps(classes)
@@ -66,6 +71,7 @@ def scratch_config(preset: str, classes: list[str], vocab_size: int, pad_id: int
         num_labels=len(classes),
         id2label=id2label,
         label2id=label2id,
+        attn_implementation=attn_implementation,
         **PRESETS[preset],
     )
 
@@ -82,8 +88,9 @@ def build_model(model_cfg: dict, classes: list[str], tokenizer, seed: int, attn_
     """
     torch.manual_seed(seed)  # weight init and the new head/rows are drawn from the global generator
     if model_cfg.get("init", "scratch") == "scratch":
-        config = scratch_config(model_cfg["preset"], classes, len(tokenizer), tokenizer.pad_id, tokenizer.max_length)
-        config._attn_implementation = attn_implementation
+        config = scratch_config(
+            model_cfg["preset"], classes, len(tokenizer), tokenizer.pad_id, tokenizer.max_length, attn_implementation
+        )
         return BertForSequenceClassification(config)
     return load_pretrained(model_cfg["pretrained"], classes, tokenizer, attn_implementation)
 
@@ -149,9 +156,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu", attn_i
 
 def count_parameters(model: torch.nn.Module, embeddings: bool = True) -> int:
     """Number of parameters; embeddings=False leaves out the word/position/type embedding tables."""
-    return sum(
-        p.numel() for name, p in model.named_parameters() if embeddings or ".embeddings." not in f".{name}"
-    )
+    return sum(p.numel() for name, p in model.named_parameters() if embeddings or ".embeddings." not in f".{name}")
 
 
 def trim_batch(ids: torch.Tensor, n_tokens: torch.Tensor, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -67,9 +67,13 @@ def load_split(path: str | Path, n_classes: int) -> Split:
     n_tokens = table["n_tokens"].to_numpy().astype(np.int64)
     labels = table["label"].to_numpy().astype(np.int64)
     if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"{path}: labels must lie in 0..{n_classes - 1} (config classes), found {labels.min()}..{labels.max()}")
+        raise ValueError(
+            f"{path}: labels must lie in 0..{n_classes - 1} (config classes), found {labels.min()}..{labels.max()}"
+        )
     if len(n_tokens) and (n_tokens.min() < 2 or n_tokens.max() > ids.shape[1]):
-        raise ValueError(f"{path}: n_tokens must lie in 2..{ids.shape[1]} (max_length), found {n_tokens.min()}..{n_tokens.max()}")
+        raise ValueError(
+            f"{path}: n_tokens must lie in 2..{ids.shape[1]} (max_length), found {n_tokens.min()}..{n_tokens.max()}"
+        )
     return Split(
         torch.from_numpy(np.array(ids, dtype=np.int32, order="C")),  # a writable copy
         torch.from_numpy(n_tokens),
@@ -108,8 +112,9 @@ def configure_torch(device: torch.device, threads: int, deterministic: bool) -> 
     torch.use_deterministic_algorithms(deterministic, warn_only=device.type == "cuda")
 
 
-def make_optimizer(model: torch.nn.Module, train_cfg: dict, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; biases and LayerNorm weights are not decayed (as transformers.Trainer does)."""
+def make_optimizer(model: torch.nn.Module, train_cfg: dict) -> torch.optim.AdamW:
+    """AdamW (the fused kernel, CPU or CUDA, as transformers.Trainer's default adamw_torch_fused);
+    biases and LayerNorm weights are not decayed (as Trainer does)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(param)
@@ -192,6 +197,21 @@ def load_checkpoint(ckpt_dir: Path, fingerprint: str, model, optimizer, schedule
 # The loop.
 
 
+def device_batch(split: Split, rows: np.ndarray, device: torch.device):
+    """(ids, mask, labels) of `rows`, trimmed to the longest real sequence, on `device`.
+
+    ids/mask int64 [batch, L], labels int64 [batch]. On CUDA, L is rounded up to a multiple of 8
+    (tensor-core shapes) and the copy goes through pinned memory so it overlaps the running step.
+    """
+    rows = torch.from_numpy(rows)
+    cuda = device.type == "cuda"
+    ids, mask = trim_batch(split.ids[rows], split.n_tokens[rows], multiple=8 if cuda else 1)
+    tensors = (ids, mask, split.labels[rows])
+    if cuda:
+        tensors = (t.pin_memory() for t in tensors)
+    return tuple(t.to(device, non_blocking=cuda) for t in tensors)
+
+
 def train_step(model, optimizer, scheduler, ids, mask, labels, grad_clip: float, device, bf16: bool):
     """One AdamW step on one batch; returns (loss, grad_norm) as 0-d tensors (no host sync)."""
     with autocast(device, bf16):
@@ -234,13 +254,11 @@ def fit(
     """Train `model` in place for train_cfg["epochs"] epochs; returns the run's record.
 
     The record has `log` (one dict per step, LOG_COLUMNS), `epochs` (validation after each epoch),
-    `resumed_from_epoch`, `steps`. Batches are trimmed to their longest real sequence (rounded to
-    a multiple of 8 on CUDA for tensor-core shapes).
+    `resumed_from_epoch`, `steps`.
     """
     batch_size, epochs = train_cfg["batch_size"], train_cfg["epochs"]
     bf16, log_every = train_cfg["bf16"], train_cfg["log_every"]
-    multiple = 8 if device.type == "cuda" else 1
-    optimizer = make_optimizer(model, train_cfg, device)
+    optimizer = make_optimizer(model, train_cfg)
     total, warmup = training_steps(len(train), train_cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
     record = {"log": [], "epochs": [], "resumed_from_epoch": 0, "fingerprint": fingerprint}
@@ -249,8 +267,15 @@ def fit(
         record.update(log=resumed["log"], epochs=resumed["epochs"], resumed_from_epoch=resumed["epoch"])
     step = len(record["log"])
     forward = torch.compile(model) if train_cfg["compile"] and device.type == "cuda" else model
-    pin = device.type == "cuda"
-    log.info("training %d sequences, %d steps (%d warm-up), batch %d, %d epochs on %s", len(train), total, warmup, batch_size, epochs, device)
+    log.info(
+        "training %d sequences, %d steps (%d warm-up), batch %d, %d epochs on %s",
+        len(train),
+        total,
+        warmup,
+        batch_size,
+        epochs,
+        device,
+    )
     model.train()
     bar = tqdm(total=total, initial=step, desc=f"seed {seed}", unit="step", disable=None, mininterval=2)
     start = time.perf_counter() - (record["log"][-1]["elapsed_s"] if record["log"] else 0.0)
@@ -258,24 +283,25 @@ def fit(
         pending: list[tuple] = []
         mark = time.perf_counter()
         for batch in batch_order(len(train), batch_size, seed, epoch):
-            rows = torch.from_numpy(batch)
-            ids, mask = trim_batch(train.ids[rows], train.n_tokens[rows], multiple)
-            labels = train.labels[rows]
-            if pin:
-                ids, mask, labels = ids.pin_memory(), mask.pin_memory(), labels.pin_memory()
-            ids, mask, labels = (t.to(device, non_blocking=True) for t in (ids, mask, labels))
+            ids, mask, labels = device_batch(train, batch, device)
             lr = scheduler.get_last_lr()[0]
-            loss, grad_norm = train_step(forward, optimizer, scheduler, ids, mask, labels, train_cfg["grad_clip"], device, bf16)
+            loss, grad_norm = train_step(
+                forward, optimizer, scheduler, ids, mask, labels, train_cfg["grad_clip"], device, bf16
+            )
             step += 1
-            pending.append((step, epoch, loss, lr, grad_norm, int(train.n_tokens[rows].sum())))
+            pending.append((step, epoch, loss, lr, grad_norm, int(train.n_tokens[batch].sum())))
             bar.update()
             if len(pending) == log_every:
                 mark = _flush(pending, record["log"], mark, start, bar)
         if pending:
             _flush(pending, record["log"], mark, start, bar)
-        record["epochs"].append({"epoch": epoch, "step": step, **validate(model, val, train_cfg["eval_batch_size"], device, bf16)})
+        record["epochs"].append(
+            {"epoch": epoch, "step": step, **validate(model, val, train_cfg["eval_batch_size"], device, bf16)}
+        )
         log.info("epoch %d/%d: %s", epoch, epochs, _fmt(record["epochs"][-1]))
-        save_checkpoint(ckpt_dir, epoch, model, optimizer, scheduler, {k: record[k] for k in ("log", "epochs", "fingerprint")})
+        save_checkpoint(
+            ckpt_dir, epoch, model, optimizer, scheduler, {k: record[k] for k in ("log", "epochs", "fingerprint")}
+        )
     bar.close()
     record["steps"] = step
     return record
@@ -289,10 +315,29 @@ def _flush(pending: list[tuple], rows: list[dict], mark: float, start: float, ba
     tokens = sum(p[5] for p in pending)
     rate = tokens / max(now - mark, 1e-9)
     for (step, epoch, _, lr, _, n), loss, norm in zip(pending, losses, norms):
-        rows.append(dict(step=step, epoch=epoch, loss=loss, lr=lr, grad_norm=norm, tokens=n, tokens_per_s=rate, elapsed_s=now - start))
+        rows.append(
+            dict(
+                step=step,
+                epoch=epoch,
+                loss=loss,
+                lr=lr,
+                grad_norm=norm,
+                tokens=n,
+                tokens_per_s=rate,
+                elapsed_s=now - start,
+            )
+        )
     last = rows[-1]
     bar.set_postfix(loss=f"{np.mean(losses):.4f}", tok_s=f"{rate:.0f}")
-    log.info("step %d epoch %d loss %.4f lr %.3g grad_norm %.3f %.0f tokens/s", last["step"], last["epoch"], np.mean(losses), last["lr"], last["grad_norm"], rate)
+    log.info(
+        "step %d epoch %d loss %.4f lr %.3g grad_norm %.3f %.0f tokens/s",
+        last["step"],
+        last["epoch"],
+        np.mean(losses),
+        last["lr"],
+        last["grad_norm"],
+        rate,
+    )
     pending.clear()
     return now
 
@@ -344,7 +389,11 @@ def train_seed(
     model = build_model(config["model"], classes, tokenizer, seed).to(device)
     log.info(
         "seed %d: %s model, %d parameters (%d outside the embeddings), vocabulary %d",
-        seed, config["model"]["init"], count_parameters(model), count_parameters(model, embeddings=False), len(tokenizer),
+        seed,
+        config["model"]["init"],
+        count_parameters(model),
+        count_parameters(model, embeddings=False),
+        len(tokenizer),
     )
     began = time.perf_counter()
     record = fit(model, train, val, train_cfg, seed, device, ckpt_dir, fingerprint)
