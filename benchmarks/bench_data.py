@@ -19,19 +19,13 @@ from pathlib import Path
 
 from bertgeom.data.download import download
 from bertgeom.data.fasta import read_fasta
+from bertgeom.config import load_config
 from bertgeom.data.spike import SpikeExtractor, extract_dataset, extract_many
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "resources/NC_045512.2.fasta"
-CLASSES = ["GH", "Lambda", "Mu", "Alpha", "Beta", "Delta", "Gamma", "Omicron"]
-QC = {
-    "max_n_fraction": 0.05,
-    "drop_duplicates": False,
-    "allow_internal_stops": False,
-    "max_length_change": 90,
-    "preset": "asm20",
-    "flank": 300,
-}
+CLASSES = load_config()["classes"]
+QC = load_config()["qc"]
 
 
 def _timed(label: str, count: int, work) -> tuple[float, object]:
@@ -50,22 +44,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--baseline", type=int, default=1000, help="genomes for the index comparison")
     args = parser.parse_args()
-    config = {
-        "classes": CLASSES,
-        "data": {
-            "source": "synthetic",
-            "seed": 0,
-            "synthetic": dict(
-                per_class=args.per_class,
-                substitution_rate=0.0005,
-                n_runs_mean=0.5,
-                n_run_length=[30, 250],
-                trim_5p_max=120,
-                trim_3p_max=120,
-                mixture=True,
-            ),
-        },
-    }
+    config = load_config()  # the default data settings
+    config["data"]["synthetic"]["per_class"] = args.per_class
     total = len(CLASSES) * args.per_class
     with tempfile.TemporaryDirectory() as tmp:
         genomes, manifest = Path(tmp) / "genomes.fasta", Path(tmp) / "manifest.tsv"

@@ -8,19 +8,13 @@ from Bio.Seq import Seq
 
 from bertgeom.data.download import write_genomes
 from bertgeom.data.fasta import reverse_complement
+from bertgeom.config import load_config
 from bertgeom.data.spike import SpikeExtractor, extract_dataset, extract_many
 from bertgeom.data.synthetic import class_profiles, generate_class
 from bertgeom.data.variants import SPIKE_END, SPIKE_START, class_definitions, read_reference
 
 S0, S1 = SPIKE_START - 1, SPIKE_END  # 0-based half-open
-QC = {
-    "max_n_fraction": 0.05,
-    "drop_duplicates": False,
-    "allow_internal_stops": False,
-    "max_length_change": 90,
-    "preset": "asm20",
-    "flank": 300,
-}
+QC = load_config()["qc"]
 
 
 @pytest.fixture(scope="module")
