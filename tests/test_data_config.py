@@ -86,32 +86,14 @@ def test_fasta_source_errors(tmp_path):
     (tmp_path / "b.fasta").write_text(">x\nGGGG\n")
     (tmp_path / "empty.fasta").write_text("")
     config = _fasta_config(["A", "B"])
-    with pytest.raises(ValueError, match="b.fasta: record id 'x' is also in .*a.fasta"):
-        download(
-            config,
-            tmp_path / "g.fasta",
-            tmp_path / "m.tsv",
-            None,
-            None,
-            fasta={"A": str(tmp_path / "a.fasta"), "B": str(tmp_path / "b.fasta")},
-        )
-    with pytest.raises(ValueError, match="empty.fasta: empty FASTA file"):
-        download(
-            config,
-            tmp_path / "g.fasta",
-            tmp_path / "m.tsv",
-            None,
-            None,
-            fasta={"A": str(tmp_path / "a.fasta"), "B": str(tmp_path / "empty.fasta")},
-        )
-    with pytest.raises(FileNotFoundError, match="missing.fasta: FASTA file not found"):
-        download(
-            config,
-            tmp_path / "g.fasta",
-            tmp_path / "m.tsv",
-            None,
-            None,
-            fasta={"A": str(tmp_path / "a.fasta"), "B": str(tmp_path / "missing.fasta")},
-        )
+    cases = [
+        ("b.fasta", ValueError, "b.fasta: record id 'x' is also in .*a.fasta"),
+        ("empty.fasta", ValueError, "empty.fasta: empty FASTA file"),
+        ("missing.fasta", FileNotFoundError, "missing.fasta: FASTA file not found"),
+    ]
+    for second, error, message in cases:
+        fasta = {"A": str(tmp_path / "a.fasta"), "B": str(tmp_path / second)}
+        with pytest.raises(error, match=message):
+            download(config, tmp_path / "g.fasta", tmp_path / "m.tsv", None, None, fasta=fasta)
     assert not (tmp_path / "g.fasta").exists() and not (tmp_path / "m.tsv").exists()  # nothing partial left
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -106,16 +106,9 @@ def test_alpha_protein_has_its_signature(root, ref, ex):
 
 
 def test_synthetic_genomes_of_every_class_are_cut_exactly(root, ref, ex):
-    names = ["GH", "Lambda", "Mu", "Alpha", "Beta", "Delta", "Gamma", "Omicron"]
-    settings = dict(
-        per_class=4,
-        substitution_rate=0.001,
-        n_runs_mean=0.3,
-        n_run_length=[30, 120],
-        trim_5p_max=120,
-        trim_3p_max=120,
-        mixture=True,
-    )
+    names = load_config()["classes"]
+    noisy = dict(per_class=4, substitution_rate=0.001, n_runs_mean=0.3, n_run_length=[30, 120])
+    settings = {**load_config()["data"]["synthetic"], **noisy}
     for label, class_def in enumerate(class_definitions(root / "resources/variants.yaml", names)):
         for genome in generate_class(ref, class_def, label, settings, seed=11):
             res = ex.extract(genome.seq_id, genome.sequence)

@@ -3,20 +3,17 @@
 import numpy as np
 import pytest
 
+from bertgeom.config import load_config
 from bertgeom.data.download import synthetic_genomes
 from bertgeom.data.synthetic import apply_profile, class_profiles, generate_class
 from bertgeom.data.variants import SPIKE_END, SPIKE_START, class_definitions, load_variants, read_reference
 
-CLASSES = ["GH", "Lambda", "Mu", "Alpha", "Beta", "Delta", "Gamma", "Omicron"]
-QUIET = dict(
-    per_class=3,
-    substitution_rate=0.0,
-    n_runs_mean=0.0,
-    n_run_length=[30, 250],
-    trim_5p_max=0,
-    trim_3p_max=0,
-    mixture=True,
-)
+CLASSES = load_config()["classes"]
+# The default synthetic settings with every kind of noise switched off.
+QUIET = {
+    **load_config()["data"]["synthetic"],
+    **dict(per_class=3, substitution_rate=0.0, n_runs_mean=0.0, trim_5p_max=0, trim_3p_max=0),
+}
 STOPS = {"TAA", "TAG", "TGA"}
 
 
