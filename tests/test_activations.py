@@ -420,29 +420,54 @@ def test_class_attention_is_mean_over_correct_sequences(dumped, config):
         np.testing.assert_allclose(np.asarray(rec["matrix"]).reshape(length, length), total / count, atol=2e-3)
 
 
+def assert_same_dump(base_outputs, other_outputs, differ=(), label=""):
+    """Every file has the same rows and values (float16 within 2e-3, float32 within 1e-4), except
+    that the columns in `differ` must change."""
+    for file in act.OUTPUT_FILES:
+        base, other = pq.read_table(base_outputs[file]), pq.read_table(other_outputs[file])
+        assert base.num_rows == other.num_rows, (label, file)
+        for column in base.column_names:
+            a, b = base.column(column), other.column(column)
+            if column in differ:
+                assert not np.allclose(a.to_numpy(), b.to_numpy()), (label, file, column)
+            elif pa.types.is_floating(a.type) or pa.types.is_list(a.type) or pa.types.is_fixed_size_list(a.type):
+                x = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in a.to_pylist()])
+                y = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in b.to_pylist()])
+                tol = 2e-3 if "halffloat" in str(a.type) else 1e-4
+                np.testing.assert_allclose(x, y, atol=tol, rtol=1e-4, err_msg=f"{label} {file} {column}")
+            else:
+                assert a.equals(b), (label, file, column)
+
+
 def test_pad_never_enters_any_statistic(tmp_path, dumped, model_dir, config):
     """Other PAD token ids, or a shorter padding, change cone_ref / attn_cone_ref and nothing else."""
-    outputs, _ = dumped
-    variants = {}
     for name, kwargs in {"pad_ids": dict(pad_id=7), "short": dict(width=52)}.items():
         (tmp_path / name).mkdir()
         make_tokens(tmp_path / name / "test.parquet", config["classes"], **kwargs)
-        variants[name] = run_dump(tmp_path / name, model_dir, config, tmp_path / name / "test.parquet")
-    for name, out in variants.items():
-        for file in act.OUTPUT_FILES:
-            base, other = pq.read_table(outputs[file]), pq.read_table(out[file])
-            assert base.num_rows == other.num_rows, (name, file)
-            for column in base.column_names:
-                a, b = base.column(column), other.column(column)
-                if column in ("cone_ref", "attn_cone_ref"):
-                    assert not np.allclose(a.to_numpy(), b.to_numpy()), (name, file, column)
-                elif pa.types.is_floating(a.type) or pa.types.is_list(a.type) or pa.types.is_fixed_size_list(a.type):
-                    x = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in a.to_pylist()])
-                    y = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1) for v in b.to_pylist()])
-                    tol = 2e-3 if a.type in (pa.float16(),) or "float16" in str(a.type) or "halffloat" in str(a.type) else 1e-4
-                    np.testing.assert_allclose(x, y, atol=tol, rtol=1e-4, err_msg=f"{name} {file} {column}")
-                else:
-                    assert a.equals(b), (name, file, column)
+        out = run_dump(tmp_path / name, model_dir, config, tmp_path / name / "test.parquet")
+        assert_same_dump(dumped[0], out, differ=("cone_ref", "attn_cone_ref"), label=name)
+
+
+def test_in_place_attention_is_eager_bit_for_bit(model_dir, dumped):
+    """The dump's attention implementation gives exactly eager's A, hidden states and logits."""
+    ids, _, mask = batch_inputs(dumped[1])
+    eager = load_model(model_dir, attn_implementation="eager")
+    in_place = load_model(model_dir, attn_implementation=act.EXACT_ATTENTION)
+    with torch.inference_mode():
+        ref = eager(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+        out = in_place(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+    assert torch.equal(ref.logits, out.logits)
+    for a, b in zip((*ref.attentions, *ref.hidden_states), (*out.attentions, *out.hidden_states), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_dump_does_not_depend_on_cpu_chunking(tmp_path, dumped, model_dir, config, monkeypatch):
+    """One sequence per forward pass (cache-sized CPU chunks) gives the dump of batches of 3."""
+    monkeypatch.setattr(act, "CPU_SCORES_BYTES", 1)
+    assert act.forward_batch(config["activations"]["batch_size"], torch.device("cpu"), HEADS, MAX_LENGTH) == 1
+    assert act.forward_batch(3, torch.device("cuda"), HEADS, MAX_LENGTH) == 3  # no chunking on GPUs
+    out = run_dump(tmp_path, model_dir, config, dumped[0]["summary"].parent / "test.parquet")
+    assert_same_dump(dumped[0], out, label="one per pass")
 
 
 def test_duckdb_sql_on_the_dump(dumped):

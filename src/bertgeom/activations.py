@@ -14,11 +14,15 @@ Rows are streamed to Parquet (bertgeom.io.ParquetStream); docs/outputs.md is the
 PAD positions (position >= n_tokens) never enter any statistic, except the columns named `*_ref`,
 the reference-compatible variants of the original analysis code, which sum over every one of the
 max_length rows. The model is always run on the full max_length padding so those rows exist.
+
+The model runs with attn_implementation=EXACT_ATTENTION: transformers' eager attention (A is
+materialised), computed in place; A and every stage are bit-identical to eager's (tests).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.masking_utils import eager_mask
 
 from bertgeom import io
 from bertgeom.model import load_model
@@ -49,10 +55,61 @@ OUTPUT_FILES = ("summary", "heads", "attention_summary", "tokens", "attention", 
 TOKEN_COLUMNS = ("seq_id", "label", "input_ids", "n_tokens")
 K90_MASS = 0.9
 TOP_KEYS = 5
+EXACT_ATTENTION = "bertgeom_eager"
+# On CPU a forward chunk is sized so that its fp32 scores [chunk, heads, L, L] take about this much
+# per torch thread (a core's L2): bigger chunks run ~10% slower per sequence, smaller ones leave
+# threads idle (measured on the default model, 1 and 2 threads).
+CPU_SCORES_BYTES = 8 * 2**20
+TRIM_EVERY = 16  # sequences between returns of freed heap memory to the OS (free_heap_memory)
 
 
 # ---------------------------------------------------------------------------------------------
 # Model and hooks
+
+
+def eager_attention_in_place(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers' eager_attention_forward for BERT, with the scores scaled, masked and softmaxed in place.
+
+    query, key, value: [batch, heads, seq, d_head]; attention_mask: additive [batch, 1, query, key].
+    Returns (Z [batch, query, heads, d_head], A [batch, heads, query, key]). The operations and their
+    order are eager's, so the results are bit-identical (tests). Eager fills three fresh [batch,
+    heads, L, L] buffers after QK^T; on CPU that costs more than its two matmuls.
+    """
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)).mul_(scaling)
+    if attention_mask is not None:
+        scores.add_(attention_mask)
+    if scores.device.type == "cpu":
+        weights = torch.softmax(scores, dim=-1, out=scores)
+    else:  # the CUDA caching allocator makes a fresh buffer cheap; keep eager's out-of-place kernel
+        weights = torch.softmax(scores, dim=-1)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+AttentionInterface.register(EXACT_ATTENTION, eager_attention_in_place)
+AttentionMaskInterface.register(EXACT_ATTENTION, eager_mask)
+
+
+def forward_batch(batch_size: int, device: torch.device, heads: int, length: int) -> int:
+    """Sequences per forward pass: `batch_size` on CUDA; on CPU as many as keep the scores in cache."""
+    if device.type != "cpu":
+        return batch_size
+    budget = CPU_SCORES_BYTES * torch.get_num_threads()
+    return max(1, min(batch_size, budget // (4 * heads * length * length)))
+
+
+def free_heap_memory() -> None:
+    """Return freed heap memory to the OS: glibc's malloc_trim(0), a no-op without glibc.
+
+    The CPU chunks' buffers (a few MB) fall under glibc's dynamic mmap threshold, so they come from
+    the heap; real sequences differ by a few tokens, so do the buffers, and the fragmented heap grew
+    to 3.7 GB on the default run (1.5 GB when trimmed every TRIM_EVERY sequences, at the same speed).
+    """
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def hook_names(num_layers: int) -> list[str]:
@@ -76,10 +133,10 @@ def capture(model, sink: Callable[[int, str, torch.Tensor], None]) -> Iterator[l
       output       LayerNorm(ffn + attn_ln), the layer's output (BertLayer)
     Head h of q, k, v and context is columns h*d_head:(h+1)*d_head (= rows of W).
     """
-    if model.config._attn_implementation != "eager":
+    if model.config._attn_implementation not in ("eager", EXACT_ATTENTION):
         raise ValueError(
-            f"model uses attn_implementation={model.config._attn_implementation!r}; "
-            "load it with attn_implementation='eager' so the attention probabilities exist"
+            f"model uses attn_implementation={model.config._attn_implementation!r}; load it with "
+            f"attn_implementation='eager' (or {EXACT_ATTENTION!r}) so the attention probabilities exist"
         )
     if model.training:
         raise ValueError("model is in training mode: call model.eval() (dropout would change every captured tensor)")
@@ -195,8 +252,10 @@ def attention_stats(attn: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     def row_mean(per_row: torch.Tensor) -> torch.Tensor:  # [batch, heads, query] -> [batch, heads]
         return (per_row * rows).sum(-1) / nf
 
-    entropy = -(a * a.clamp_min(tiny).log()).sum(-1) / torch.log(nf)[..., None]  # 0 log 0 = 0
-    k90 = keys_for_mass(a, K90_MASS).float()
+    # Entropy and K90 on the rows sorted ascending: contiguous, so each pass over them is cheaper.
+    ordered = sort_rows(a)
+    entropy = -ordered.clamp_min(tiny).log_().mul_(ordered).sum(-1) / torch.log(nf)[..., None]  # 0 log 0 = 0
+    k90 = keys_for_mass(ordered, K90_MASS).float()
     k90_q = torch.nanquantile(k90.masked_fill(~real[:, None, :], float("nan")), torch.tensor([0.1, 0.5, 0.9], device=a.device), dim=-1)
     sep = (n - 1).view(batch, 1, 1, 1).expand(batch, heads, top, 1)
     prev = torch.nn.functional.pad(a.diagonal(offset=-1, dim1=-2, dim2=-1), (1, 0))  # A[q, q-1], q = 0 -> 0
@@ -216,22 +275,24 @@ def attention_stats(attn: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     return torch.stack(measures, dim=-1)
 
 
-def keys_for_mass(a: torch.Tensor, mass: float = K90_MASS) -> torch.Tensor:
-    """[..., key] -> [...] int: the fewest keys holding `mass` of each row's total (K90 for 0.9).
-
-    With the row sorted ascending and C its cumulative sum, the top k keys hold >= mass of the total
-    exactly when C[L-k] <= (1 - mass) * total, so k = L - #{j : C[j] <= (1 - mass) * total}.
-    """
+def sort_rows(a: torch.Tensor) -> torch.Tensor:
+    """[..., key] -> a new contiguous tensor with each row sorted ascending."""
     if a.device.type == "cpu":
-        # torch's CPU sort also builds int64 indices and is ~25x slower than numpy's SIMD sort;
-        # torch's cumsum is faster than numpy's.
-        ordered = np.array(a.numpy(), dtype=np.float32, order="C")
-        ordered.sort(axis=-1)
-        cumulative = torch.from_numpy(ordered).cumsum_(dim=-1)
-    else:
-        cumulative = a.sort(dim=-1).values.cumsum(dim=-1)
+        # torch's CPU sort also builds int64 indices and is ~25x slower than numpy's SIMD sort.
+        return torch.from_numpy(np.sort(a.numpy(), axis=-1))
+    return a.sort(dim=-1).values
+
+
+def keys_for_mass(ordered: torch.Tensor, mass: float = K90_MASS) -> torch.Tensor:
+    """[..., key] rows sorted ascending (sort_rows) -> [...] int: the fewest keys holding `mass` of each
+    row's total (K90 for 0.9). Consumes `ordered` (its rows become cumulative sums).
+
+    With C the cumulative sum of the sorted row, the top k keys hold >= mass of the total exactly
+    when C[L-k] <= (1 - mass) * total, so k = L - #{j : C[j] <= (1 - mass) * total}.
+    """
+    cumulative = ordered.cumsum_(dim=-1)
     # C is non-decreasing, so the count is a binary search (a comparison pass costs more than the sort).
-    return a.shape[-1] - torch.searchsorted(cumulative, (1 - mass) * cumulative[..., -1:].contiguous(), right=True)[..., 0]
+    return ordered.shape[-1] - torch.searchsorted(cumulative, (1 - mass) * cumulative[..., -1:].contiguous(), right=True)[..., 0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,11 +345,13 @@ def _writer_options(schema: pa.Schema) -> dict:
 
     Arrow otherwise tries a dictionary for every float column (and gives up per page), and keeps
     min/max of every list element: together about half of the write time of the float16 tensors.
+    zstd level 1: float16 activations compress ~5% less than at level 3, in half the time.
     """
     scalar = [f.name for f in schema if not pa.types.is_list(f.type) and not pa.types.is_fixed_size_list(f.type)]
     return {
         "use_dictionary": [f.name for f in schema if pa.types.is_string(f.type)],
         "write_statistics": scalar,
+        "compression_level": 1,
     }
 
 
@@ -296,7 +359,7 @@ class _RowGroups:
     """Collects a file's per-batch tables and writes them as one row group of about `target_bytes`.
 
     Per-batch tables are small (a few hundred rows); row groups of tens of MB read faster. Writes
-    run on `pool` (one background thread: Parquet encoding and zstd release the GIL, so they overlap
+    run on `pool` (background threads: Parquet encoding and zstd release the GIL, so they overlap
     the next forward pass); at most one row group per file is in flight, so memory stays bounded.
     """
 
@@ -542,7 +605,7 @@ def dump(model_dir: str | Path, token_files: dict[str, str | Path], outputs: dic
     settings = config["activations"]
     classes = list(config["classes"])
     device = pick_device(settings["device"])
-    model = load_model(model_dir, device, attn_implementation="eager")  # eager: A is materialised
+    model = load_model(model_dir, device, attn_implementation=EXACT_ATTENTION)  # A is materialised
     _check_classes(model, classes)
     cfg = model.config
     n_layers, heads, hidden = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.hidden_size
@@ -581,11 +644,13 @@ def dump(model_dir: str | Path, token_files: dict[str, str | Path], outputs: dic
             for name in OUTPUT_FILES
         }
         # Entered after the streams, so it exits first: no write is in flight when they close or abort.
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet"))
+        # Two writers: Arrow encodes float16 at ~180 MB/s, so the token-level files need both.
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=2, thread_name_prefix="parquet"))
         groups = {name: _RowGroups(streams[name], target, pool) for name in OUTPUT_FILES if name != "class_attention"}
         for split, path in token_files.items():
             keep = subset_ids(indexes[split], settings["subset_per_class"])
-            reader = pq.ParquetFile(path).iter_batches(batch_size=settings["batch_size"], columns=list(TOKEN_COLUMNS))
+            chunk = forward_batch(settings["batch_size"], device, heads, widths[split])
+            reader = pq.ParquetFile(path).iter_batches(batch_size=chunk, columns=list(TOKEN_COLUMNS))
             for record in reader:
                 seq_ids = record.column("seq_id").to_pylist()
                 labels = record.column("label").to_numpy().astype(np.int64)
@@ -606,6 +671,8 @@ def dump(model_dir: str | Path, token_files: dict[str, str | Path], outputs: dic
                     groups[name].add(table)
                 done += len(seq_ids)
                 _progress(done, total, start)
+                if done // TRIM_EVERY != (done - len(seq_ids)) // TRIM_EVERY:
+                    free_heap_memory()
         for group in groups.values():
             group.flush()
         for group in groups.values():

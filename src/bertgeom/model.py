@@ -2,7 +2,8 @@
 
 The classifier is transformers' `BertForSequenceClassification` with `id2label` = the config's
 classes, so every saved model directory loads with `from_pretrained(dir)` (add
-`attn_implementation="eager"` to get attention matrices, as the activations stage does).
+`attn_implementation="eager"` to get attention matrices; the activations stage uses eager computed
+in place, bertgeom.activations.EXACT_ATTENTION).
 """
 
 from __future__ import annotations
