@@ -453,6 +453,7 @@ def test_in_place_attention_is_eager_bit_for_bit(model_dir, dumped):
     ids, _, mask = batch_inputs(dumped[1])
     eager = load_model(model_dir, attn_implementation="eager")
     in_place = load_model(model_dir, attn_implementation=act.EXACT_ATTENTION)
+    assert in_place.config._attn_implementation == act.EXACT_ATTENTION  # not a silent fallback to eager
     with torch.inference_mode():
         ref = eager(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
         out = in_place(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
