@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from snakemake.utils import validate
+from test_train import fit_config
 
 from bertgeom import io
 from bertgeom.cli import main, predict_records
@@ -16,7 +17,6 @@ from bertgeom.data.fasta import write_fasta
 from bertgeom.data.spike import SpikeExtractor
 from bertgeom.model import load_model, predict_probs
 from bertgeom.tokens import KmerTokenizer, build_vocab, count_kmers, split_table
-from bertgeom.train import train_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "resources" / "NC_045512.2.fasta"
@@ -54,7 +54,7 @@ def trained(tmp_path_factory):
     for name, part in parts.items():
         ids, n_tokens = tokenizer.encode(part["sequence"].tolist())
         io.write_parquet(split_table(part, ids, n_tokens), root / "tokens" / f"{name}.parquet")
-    train_seed(config, 0, root / "tokens", root / "model", root / "ckpt")
+    fit_config(config, 0, root / "tokens", root / "model", root / "ckpt")
     held_out = [(seq_id, seq, f["class"]) for (seq_id, seq, f), i in zip(genomes, index) if i >= 14]
     return root / "model", held_out
 
