@@ -49,9 +49,8 @@ def predict_records(
     import torch
 
     from bertgeom.data.spike import SpikeExtractor
-    from bertgeom.model import load_model, predict_probs
+    from bertgeom.model import load_model, predict_probs, select_device
     from bertgeom.tokens import KmerTokenizer, n_kmers
-    from bertgeom.train import select_device
 
     model_dir = Path(model_dir)
     info_path = model_dir / "training_info.json"
@@ -61,7 +60,7 @@ def predict_records(
         for k, v in config.get("qc", {}).items()
         if k in ("max_n_fraction", "allow_internal_stops", "preset", "flank")
     }
-    model = load_model(model_dir, select_device(device))
+    model = load_model(model_dir, select_device(device, "--device"))
     tokenizer = KmerTokenizer.load(model_dir)
     classes = [model.config.id2label[i] for i in range(model.config.num_labels)]
     extractor = SpikeExtractor(find_reference(reference, config), **qc)
