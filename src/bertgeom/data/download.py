@@ -18,8 +18,8 @@ import pandas as pd
 
 from bertgeom.data.fasta import read_fasta, write_fasta
 from bertgeom.data.ncbi import ncbi_genomes
-from bertgeom.data.synthetic import generate_class
-from bertgeom.data.variants import class_definitions, read_reference
+from bertgeom.data.synthetic import generate_class, homoplasy_pool
+from bertgeom.data.variants import class_definitions, load_variants, read_reference
 from bertgeom.io import atomic_path, job_log
 
 log = logging.getLogger("bertgeom.data.download")
@@ -34,8 +34,15 @@ def synthetic_genomes(
     """Synthetic genomes of every class (settings = config data.synthetic)."""
     sequence = read_reference(reference)
     for label, class_def in enumerate(class_definitions(variants, classes)):
-        for genome in generate_class(sequence, class_def, label, settings, seed, source=str(variants)):
-            yield genome.seq_id, genome.sequence, {
+        pool = homoplasy_pool(sequence, load_variants(variants), class_def["name"])
+        genomes = generate_class(sequence, class_def, label, settings, seed, str(variants), pool)
+        for genome in genomes:
+            yield genome.seq_id, genome.sequence, synthetic_fields(genome, variants)
+
+
+def synthetic_fields(genome, variants: str | os.PathLike) -> dict:
+    """The manifest fields of a synthetic genome (docs/outputs.md)."""
+    return {
                 "class": genome.class_name,
                 "lineage": genome.lineage,
                 "source": "synthetic",
@@ -44,6 +51,9 @@ def synthetic_genomes(
                 "synthetic": True,
                 "profile": genome.profile,
                 "random_substitutions": genome.random_substitutions,
+                "dropped": genome.dropped,
+                "homoplasies": genome.homoplasies,
+                "ambiguous": genome.ambiguous,
                 "n_runs": len(genome.n_runs),
                 "n_masked": sum(length for _, length in genome.n_runs),
                 "trim_5p": genome.trim_5p,
