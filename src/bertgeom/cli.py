@@ -53,7 +53,9 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predict.add_argument("--model", required=True, help="model directory (results/models/seed{seed})")
-    predict.add_argument("--fasta", required=True, help="FASTA (plain or .gz; aligned or not) of genomes or spike genes")
+    predict.add_argument(
+        "--fasta", required=True, help="FASTA (plain or .gz; aligned or not) of genomes or spike genes"
+    )
     predict.add_argument("--out", help="also write the full table (QC numbers, all class probabilities) as TSV")
     predict.add_argument("--reference", help="NC_045512.2 FASTA (default: the training config's data.reference)")
     predict.add_argument("--batch-size", type=int, default=32, help="records per forward pass (default 32)")

@@ -8,10 +8,13 @@ class-centred training vectors with Ledoit-Wolf shrinkage, so that it is inverti
     ood_score(x) = min_c sqrt((x - mu_c)^T S^-1 (x - mu_c))        (a Mahalanobis distance)
 
 A sequence whose score exceeds the threshold is `unassigned`. The threshold is chosen on in-class
-genomes (the validation split) and out-of-class genomes reserved for that purpose (synthetic genomes
-of the `use: threshold` lineages of variants.yaml), never on genomes used to evaluate it: the one
-that maximises Youden's J = (in-class accepted share) + (out-of-class rejected share) - 1, at the
-geometric middle of the interval of scores where J is largest (the widest margin to both sides).
+genomes (the validation split, plus fresh synthetic in-class genomes the model never saw) and
+out-of-class genomes reserved for that purpose (synthetic genomes of the `use: threshold` lineages of
+variants.yaml), never on genomes used to evaluate it: the one that maximises Youden's J = (in-class
+accepted share) + (out-of-class rejected share) - 1, at the geometric middle of the interval of
+scores where J is largest (the widest margin to both sides), raised if needed so that at most
+`max_false_unassigned` of the in-class genomes are unassigned (wrongly calling a genome of a class
+`unassigned` costs the user more than a rare false assignment of a lineage like none seen).
 
 Calibration (Guo et al. 2017, "On calibration of modern neural networks", ICML): one temperature T
 divides the logits, fitted by minimising the negative log-likelihood on a calibration split that is
@@ -95,8 +98,11 @@ def fit_gaussian(features: np.ndarray, labels: np.ndarray, n_classes: int) -> tu
     return means, LedoitWolf(assume_centered=True).fit(centred).precision_
 
 
-def choose_threshold(in_scores: np.ndarray, out_scores: np.ndarray) -> tuple[float, dict]:
-    """The threshold (score > threshold: unassigned) with the largest Youden J; see the module docstring.
+def choose_threshold(
+    in_scores: np.ndarray, out_scores: np.ndarray, max_false_unassigned: float = 0.01
+) -> tuple[float, dict]:
+    """The threshold (score > threshold: unassigned) with the largest Youden J, at least the
+    (1 - max_false_unassigned) quantile of the in-class scores; see the module docstring.
 
     Returns (threshold, report with J, the in-class accepted and out-of-class rejected shares).
     """
@@ -111,8 +117,14 @@ def choose_threshold(in_scores: np.ndarray, out_scores: np.ndarray) -> tuple[flo
     best = np.flatnonzero(j == j.max())
     low = edges[best[0]]
     high = edges[best[-1] + 1] if best[-1] + 1 < len(edges) else edges[best[-1]] * 2.0
-    threshold = math.sqrt(low * high) if low > 0 else (low + high) / 2.0
+    youden = math.sqrt(low * high) if low > 0 else (low + high) / 2.0
+    quantile = float(np.quantile(in_scores, 1.0 - max_false_unassigned, method="higher"))
+    threshold = max(youden, quantile)
     report = {
+        "rule": "in-class quantile" if quantile > youden else "Youden J",
+        "youden_threshold": float(youden),
+        "in_class_quantile": quantile,
+        "max_false_unassigned": float(max_false_unassigned),
         "youden_j": float(j.max()),
         "in_class_accepted": float((in_scores <= threshold).mean()),
         "out_of_class_rejected": float((out_scores > threshold).mean()),

@@ -84,8 +84,14 @@ def fit_open_set(
     qc: dict | None = None,
     batch_size: int = 32,
     device: str = "cpu",
+    in_class_records: Iterable[tuple[str, str, dict]] = (),
+    max_false_unassigned: float = 0.01,
 ) -> OpenSet:
-    """Fit and write open_set.json (default: in model_dir). qc: SpikeExtractor options (config qc)."""
+    """Fit and write open_set.json (default: in model_dir). qc: SpikeExtractor options (config qc).
+
+    in_class_records: fresh in-class genomes (never trained on) that join the validation split in
+    choosing the threshold. Calibration records carry their class index as `label`.
+    """
     model_dir = Path(model_dir)
     model, tokenizer = load_model(model_dir, device), KmerTokenizer.load(model_dir)
     classes = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -97,13 +103,22 @@ def fit_open_set(
     val_x, val_logits, val_y = split_outputs(model, val_tokens, len(classes), batch_size, device)
     outside = spikes_of(threshold_records, extractor, max_nt)
     out_x, _ = encode_and_run(model, tokenizer, outside["spike"].tolist(), batch_size, device)
-    threshold, report = choose_threshold(open_set.scores(val_x).min(1), open_set.scores(out_x).min(1))
+    fresh = spikes_of(in_class_records, extractor, max_nt)
+    in_x = val_x
+    if len(fresh):
+        in_x = np.concatenate([val_x, encode_and_run(model, tokenizer, fresh["spike"].tolist(), batch_size, device)[0]])
+    in_scores, out_scores = open_set.scores(in_x).min(1), open_set.scores(out_x).min(1)
+    threshold, report = choose_threshold(in_scores, out_scores, max_false_unassigned)
     report["threshold_lineages"] = sorted(outside["type"].unique().tolist())
     calibration = spikes_of(calibration_records, extractor, max_nt)
     cal_x, cal_logits = encode_and_run(model, tokenizer, calibration["spike"].tolist(), batch_size, device)
     cal_y = calibration["label"].to_numpy().astype(int)
     fit, check = np.arange(len(cal_y)) % 2 == 0, np.arange(len(cal_y)) % 2 == 1
-    temperature = fit_temperature(cal_logits[fit], cal_y[fit])
+    if (cal_logits[fit].argmax(1) == cal_y[fit]).all():
+        temperature = 1.0  # no error to calibrate on: NLL falls without bound as T -> 0
+        log.warning("every calibration genome is classified right: temperature left at 1 (not identifiable)")
+    else:
+        temperature = fit_temperature(cal_logits[fit], cal_y[fit])
     report["calibration"] = calibration_report(cal_logits[check], cal_y[check], temperature)
     report["calibration"].update(n_fit=int(fit.sum()), n_check=int(check.sum()))
     open_set = OpenSet(classes, means, precision, threshold, temperature, report=report)

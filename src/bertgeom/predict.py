@@ -105,6 +105,7 @@ class Predictor:
         row = dict.fromkeys(columns(self.classes), "")
         row.update(seq_id=record.seq_id, gaps_removed=record.gaps, probability=np.nan, ood_score=np.nan)
         row.update(length=0, n_fraction=np.nan, strand=0, unk_fraction=np.nan)
+        row.update({f"prob_{name}": np.nan for name in self.classes})
         if record.problem:
             row.update(status="reject", reason="invalid_record", detail=record.problem)
             return row

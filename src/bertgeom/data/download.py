@@ -43,24 +43,24 @@ def synthetic_genomes(
 def synthetic_fields(genome, variants: str | os.PathLike) -> dict:
     """The manifest fields of a synthetic genome (docs/outputs.md)."""
     return {
-                "class": genome.class_name,
-                "lineage": genome.lineage,
-                "source": "synthetic",
-                "release_date": "",
-                "origin": f"{Path(variants).name}:{genome.class_name}:profile{genome.profile}",
-                "synthetic": True,
-                "profile": genome.profile,
-                "random_substitutions": genome.random_substitutions,
-                "dropped": genome.dropped,
-                "homoplasies": genome.homoplasies,
-                "ambiguous": genome.ambiguous,
-                "n_runs": len(genome.n_runs),
-                "n_masked": sum(length for _, length in genome.n_runs),
-                "trim_5p": genome.trim_5p,
-                "trim_3p": genome.trim_3p,
-                "spike_start": genome.spike_start,
-                "spike_end": genome.spike_end,
-            }
+        "class": genome.class_name,
+        "lineage": genome.lineage,
+        "source": "synthetic",
+        "release_date": "",
+        "origin": f"{Path(variants).name}:{genome.class_name}:profile{genome.profile}",
+        "synthetic": True,
+        "profile": genome.profile,
+        "random_substitutions": genome.random_substitutions,
+        "dropped": genome.dropped,
+        "homoplasies": genome.homoplasies,
+        "ambiguous": genome.ambiguous,
+        "n_runs": len(genome.n_runs),
+        "n_masked": sum(length for _, length in genome.n_runs),
+        "trim_5p": genome.trim_5p,
+        "trim_3p": genome.trim_3p,
+        "spike_start": genome.spike_start,
+        "spike_end": genome.spike_end,
+    }
 
 
 def check_fasta_config(classes: list[str], fasta: dict[str, str]) -> None:
