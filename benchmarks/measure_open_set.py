@@ -37,11 +37,20 @@ def measure_seed(seed: int, args, config: dict) -> None:
     settings = {**data["synthetic"], "per_class": args.per_lineage}
     qc = {k: v for k, v in config["qc"].items() if k != "drop_duplicates"}
     threshold = out_of_class_genomes(reference, variants, classes, "threshold", settings, data["seed"])
-    calibration = calibration_genomes(reference, variants, classes, {**settings, "per_class": args.calibration}, data["seed"])
+    calibration = calibration_genomes(
+        reference, variants, classes, {**settings, "per_class": args.calibration}, data["seed"]
+    )
     fresh = calibration_genomes(reference, variants, classes, settings, data["seed"], hard=False)
     open_set = fit_open_set(
-        model_dir, tokens / "train.parquet", tokens / "val.parquet", threshold, calibration, reference, qc=qc,
-        in_class_records=fresh, max_false_unassigned=args.max_false_unassigned,
+        model_dir,
+        tokens / "train.parquet",
+        tokens / "val.parquet",
+        threshold,
+        calibration,
+        reference,
+        qc=qc,
+        in_class_records=fresh,
+        max_false_unassigned=args.max_false_unassigned,
     )
     print(f"seed {seed}: threshold {open_set.threshold:.3f}, temperature {open_set.temperature:.3f}")
     print("  threshold fit:", {k: v for k, v in open_set.report.items() if k != "calibration"})
@@ -65,13 +74,17 @@ def measure_real(model_dir: Path, args) -> None:
     ok = rows[rows["status"] == "pass"]
     for truth, part in ok.groupby("truth"):
         if truth == "outside":
-            print(f"  outside the classes: {len(part)}, unassigned {(part['prediction'] == 'unassigned').mean():.3f}, "
-                  f"calls {part['prediction'].value_counts().to_dict()}")
+            print(
+                f"  outside the classes: {len(part)}, unassigned {(part['prediction'] == 'unassigned').mean():.3f}, "
+                f"calls {part['prediction'].value_counts().to_dict()}"
+            )
         else:
             right = part["prediction"] == truth
-            print(f"  {truth}: {len(part)}, correct {right.mean():.3f}, calls {part['prediction'].value_counts().to_dict()}, "
-                  f"probability right {part.loc[right, 'probability'].median():.3f} / wrong "
-                  f"{part.loc[~right, 'probability'].median() if (~right).any() else float('nan'):.3f} (medians)")
+            print(
+                f"  {truth}: {len(part)}, correct {right.mean():.3f}, calls {part['prediction'].value_counts().to_dict()}, "
+                f"probability right {part.loc[right, 'probability'].median():.3f} / wrong "
+                f"{part.loc[~right, 'probability'].median() if (~right).any() else float('nan'):.3f} (medians)"
+            )
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from bertgeom.openset import (
     choose_threshold,
     expected_calibration_error,
     fit_gaussian,
+    fit_layers,
     fit_temperature,
     mahalanobis,
     nll,
@@ -31,6 +32,17 @@ def _blobs(rng, n=60, dim=5, classes=3):
     labels = np.repeat(np.arange(classes), n)
     centres = rng.normal(0, 6, size=(classes, dim))
     return centres[labels] + rng.normal(size=(len(labels), dim)), labels
+
+
+def test_layer_distances_add_up(tmp_path):
+    """Two layers: the distance is sqrt of the sum of the per-layer squared distances (block-diagonal covariance)."""
+    rng = np.random.default_rng(4)
+    (a, y), (b, _) = _blobs(rng), _blobs(np.random.default_rng(5))
+    features = np.stack([a, b], axis=1)  # [N, layer, hidden]
+    means, precision = fit_layers(features, y, 3)
+    open_set = OpenSet(["a", "b", "c"], means, precision, threshold=1.0)
+    want = np.sqrt(mahalanobis(a, means[0], precision[0]) ** 2 + mahalanobis(b, means[1], precision[1]) ** 2)
+    np.testing.assert_allclose(open_set.scores(features), want)
 
 
 def test_mahalanobis_agrees_with_scipy():
@@ -46,29 +58,32 @@ def test_mahalanobis_agrees_with_scipy():
 def test_open_set_round_trips_through_json(tmp_path):
     rng = np.random.default_rng(1)
     x, y = _blobs(rng)
-    means, precision = fit_gaussian(x, y, 3)
+    means, precision = fit_layers(x[:, None, :], y, 3)
     fitted = OpenSet(["a", "b", "c"], means, precision, threshold=3.25, temperature=1.7, report={"youden_j": 0.9})
     fitted.save(tmp_path / "open_set.json")
     loaded = OpenSet.load(tmp_path / "open_set.json")
     assert loaded.classes == ["a", "b", "c"] and loaded.threshold == 3.25 and loaded.temperature == 1.7
     assert np.array_equal(loaded.means, means) and np.array_equal(loaded.precision, precision)  # bit-exact
-    assert np.array_equal(loaded.scores(x), fitted.scores(x)) and loaded.report == {"youden_j": 0.9}
-    (tmp_path / "bad.json").write_text('{"classes": ["a"], "means": [[0]], "precision": [[1]]}')
-    with pytest.raises(ValueError, match=r"bad.json: not an open-set file \(missing \['threshold', 'temperature'\]\)"):
+    assert np.array_equal(loaded.scores(x[:, None]), fitted.scores(x[:, None])) and loaded.report == {"youden_j": 0.9}
+    (tmp_path / "bad.json").write_text('{"classes": ["a"], "threshold": 1}')
+    with pytest.raises(ValueError, match=r"bad.json: not an open-set file \(missing \['temperature', 'tensors'"):
         OpenSet.load(tmp_path / "bad.json")
+    (tmp_path / "open_set.safetensors").write_bytes(b"changed")
+    with pytest.raises(ValueError, match="open_set.safetensors is missing or not the file it was saved with"):
+        OpenSet.load(tmp_path / "open_set.json")
 
 
 def test_threshold_known_answers():
-    # separated: J = 1 on [3, 5); geometric middle sqrt(15)
+    # separated: J = 1 on [3, 5); its lowest point, the highest in-class score
     threshold, report = choose_threshold([1, 2, 3], [5, 6, 7], max_false_unassigned=0.0)
-    assert threshold == pytest.approx(math.sqrt(15)) and report["youden_j"] == 1.0 and report["rule"] == "Youden J"
+    assert threshold == 3 and report["youden_j"] == 1.0 and report["rule"] == "Youden J"
     # overlapping: in 1..10, out 8..20 -> J(t in [k, k+1)) = k/10 + #(out > k)/13 - 1, largest (10/13) at k = 10
     inside, outside = np.arange(1, 11), np.arange(8, 21)
     threshold, report = choose_threshold(inside, outside, max_false_unassigned=0.5)
-    assert threshold == pytest.approx(math.sqrt(110)) and report["youden_j"] == pytest.approx(10 / 13)
-    # an in-class outlier at 100: Youden J ignores it (sqrt(10 x 20)); allowing no false unassigned raises it to 100
+    assert threshold == 10 and report["youden_j"] == pytest.approx(10 / 13)
+    # an in-class outlier at 100: Youden J ignores it (10); allowing no false unassigned raises it to 100
     inside, outside = np.r_[np.arange(1, 11), 100], np.arange(20, 31)
-    assert choose_threshold(inside, outside, max_false_unassigned=0.1)[0] == pytest.approx(math.sqrt(200))
+    assert choose_threshold(inside, outside, max_false_unassigned=0.1)[0] == 10
     threshold, report = choose_threshold(inside, outside, max_false_unassigned=0.0)
     assert threshold == 100 and report["rule"] == "in-class quantile" and report["in_class_accepted"] == 1.0
 
@@ -96,10 +111,12 @@ def test_ece_known_answer():
 def test_answer_unassigns_far_points():
     rng = np.random.default_rng(3)
     x, y = _blobs(rng)
-    means, precision = fit_gaussian(x, y, 3)
+    means, precision = fit_layers(x[:, None, :], y, 3)
     open_set = OpenSet(["a", "b", "c"], means, precision, threshold=4.0, temperature=2.0)
-    far = means.mean(0) + 50
-    got = answer(open_set, np.vstack([means, far]), np.array([[4.0, 0, 0], [0, 4, 0], [0, 0, 4], [4, 0, 0]]))
+    far = means[0].mean(0) + 50
+    got = answer(
+        open_set, np.vstack([means[0], far])[:, None, :], np.array([[4.0, 0, 0], [0, 4, 0], [0, 0, 4], [4, 0, 0]])
+    )
     assert got.assigned.tolist() == [True, True, True, False] and got.closest.tolist() == [0, 1, 2, 0]
     np.testing.assert_allclose(got.probs[0], softmax(np.array([[2.0, 0, 0]]))[0])  # logits / T
 
@@ -116,9 +133,11 @@ def test_out_of_class_genomes(root):
     assert [f["type"] for _, _, f in controls] == ["reference", "shuffled", "shuffled", "random", "random"]
     spike = reference[SPIKE_START - 1 : SPIKE_END]
     shuffled = controls[1][1]
-    assert sorted(shuffled[i : i + 3] for i in range(0, len(spike), 3)) == sorted(
-        spike[i : i + 3] for i in range(0, len(spike), 3)
-    ) and shuffled != spike
+    assert (
+        sorted(shuffled[i : i + 3] for i in range(0, len(spike), 3))
+        == sorted(spike[i : i + 3] for i in range(0, len(spike), 3))
+        and shuffled != spike
+    )
     settings = dict(per_class=2, substitution_rate=0.0, n_runs_mean=0.0, n_run_length=[30, 250])
     settings.update(trim_5p_max=0, trim_3p_max=0, mixture=True, drop_max=0.0, homoplasy_mean=0, ambiguity_mean=0)
     hard = list(calibration_genomes(root / "resources/NC_045512.2.fasta", variants, ["Beta"], settings, 0))

@@ -4,9 +4,10 @@ files readable by everyone.
 - add_remote_tokenizer: tokenization_kmer.py (bertgeom.hub_tokenizer) beside the tokenizer files and
   `auto_map` + `tokenizer_class: KmerSpikeTokenizer` in tokenizer_config.json, so that
   `AutoTokenizer.from_pretrained(dir, trust_remote_code=True)` splits raw spike sequences into the
-  k-mers of bertgeom.tokens (same ids). Without trust_remote_code transformers refuses to load it with
-  a message saying so (instead of a plain tokenizer that would turn raw nucleotides into [UNK]).
-  bertgeom.tokens.KmerTokenizer.load reads the same files and does not care.
+  k-mers of bertgeom.tokens (same ids). Without trust_remote_code, transformers asks on a terminal
+  whether to run the code; elsewhere it falls back to a plain tokenizer that reads space-separated
+  k-mers only (a raw sequence would become [UNK]): the model card says so. bertgeom.tokens.KmerTokenizer.load
+  reads the same files and does not care.
 - write_model_card: README.md from training_info.json, the test metrics and open_set.json.
 - make_readable: 0644 for every file (safetensors writes its file 0600).
 """
@@ -122,8 +123,10 @@ tok = AutoTokenizer.from_pretrained("{name}", trust_remote_code=True)   # raw sp
 model = AutoModelForSequenceClassification.from_pretrained("{name}")
 logits = model(**tok(["ATGTTTGTTTTTCTTGTTTTATTGCCACTAGTC..."], return_tensors="pt")).logits
 ```
-`trust_remote_code=True` runs `tokenization_kmer.py` of this directory (40 lines: k-mer splitting); without it
-the tokenizer refuses to load. The model sees the spike gene only: cut it out of whole genomes first
+`trust_remote_code=True` runs `tokenization_kmer.py` of this directory (50 lines: k-mer splitting). Without it,
+transformers asks on a terminal and otherwise falls back to a plain tokenizer that reads space-separated k-mers
+only: a raw sequence would then become `[CLS] [UNK] [SEP]`; give it `bertgeom.tokens.KmerTokenizer.load(dir).kmer_text(seq)`
+instead. The model sees the spike gene only: cut it out of whole genomes first
 (`bertgeom predict` does), and divide the logits by the temperature above for calibrated probabilities.
 """
     return text

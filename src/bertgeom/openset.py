@@ -1,20 +1,26 @@
 """Open-set answers and calibrated probabilities for a trained classifier (stored as open_set.json).
 
-Open set (Lee et al. 2018, "A simple unified framework for detecting out-of-distribution samples and
-adversarial attacks", NeurIPS): the final-layer [CLS] vector x of a sequence is compared with the
-class means mu_c of the training split under one covariance S shared by all classes (fitted on the
-class-centred training vectors with Ledoit-Wolf shrinkage, so that it is invertible for any size):
+Open set (Mahalanobis distance to the class means with a shared covariance over the features of every
+layer, after Lee et al. 2018, "A simple unified framework for detecting out-of-distribution samples
+and adversarial attacks", NeurIPS): x_l is the mean over the real tokens of layer l's output; its
+class means mu_lc come from the training split and one covariance S_l per layer is shared by all
+classes (Ledoit-Wolf shrinkage on the class-centred training vectors, invertible for any size):
 
-    ood_score(x) = min_c sqrt((x - mu_c)^T S^-1 (x - mu_c))        (a Mahalanobis distance)
+    ood_score(x) = min_c sqrt( sum_l (x_l - mu_lc)^T S_l^-1 (x_l - mu_lc) )
+
+(the Mahalanobis distance of the concatenated vectors under a block-diagonal covariance). Measured on
+the default run, this feature separated out-of-class genomes better than the final [CLS] vector
+(AUROC 0.975 vs 0.943 on the evaluation lineages, seed 1; README "Predict").
 
 A sequence whose score exceeds the threshold is `unassigned`. The threshold is chosen on in-class
 genomes (the validation split, plus fresh synthetic in-class genomes the model never saw) and
 out-of-class genomes reserved for that purpose (synthetic genomes of the `use: threshold` lineages of
-variants.yaml), never on genomes used to evaluate it: the one that maximises Youden's J = (in-class
-accepted share) + (out-of-class rejected share) - 1, at the geometric middle of the interval of
-scores where J is largest (the widest margin to both sides), raised if needed so that at most
-`max_false_unassigned` of the in-class genomes are unassigned (wrongly calling a genome of a class
-`unassigned` costs the user more than a rare false assignment of a lineage like none seen).
+variants.yaml), never on genomes used to evaluate it: the lowest threshold that maximises Youden's
+J = (in-class accepted share) + (out-of-class rejected share) - 1 (when the two groups are apart,
+the highest in-class score: out-of-class genomes of kinds never seen are likelier to fall between the
+groups than beyond the known out-of-class ones), raised if needed so that at most
+`max_false_unassigned` of the in-class genomes are unassigned (a user loses more from a genome of a
+class called `unassigned` than from a rare false assignment).
 
 Calibration (Guo et al. 2017, "On calibration of modern neural networks", ICML): one temperature T
 divides the logits, fitted by minimising the negative log-likelihood on a calibration split that is
@@ -32,18 +38,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bertgeom.io import write_json
+from bertgeom.io import atomic_path, sha256_file, write_json
 from bertgeom.model import trim_batch
 
 OPEN_SET_FILE = "open_set.json"
+TENSORS_FILE = "open_set.safetensors"
 ECE_BINS = 15
 
 
 @dataclass
 class OpenSet:
-    """What `predict` needs besides the model: class means, shared precision, threshold, temperature.
+    """What `predict` needs besides the model: class means, shared precisions, threshold, temperature.
 
-    means: float64 [classes, hidden]; precision: float64 [hidden, hidden] (inverse shared covariance).
+    means: float64 [layer, class, hidden]; precision: float64 [layer, hidden, hidden] (inverse of each
+    layer's shared covariance). Saved as open_set.json (everything else) + open_set.safetensors (these two).
     """
 
     classes: list[str]
@@ -51,31 +59,61 @@ class OpenSet:
     precision: np.ndarray
     threshold: float
     temperature: float = 1.0
-    feature: str = "final-layer [CLS] hidden state (hidden_states[-1][:, 0])"
-    method: str = "Mahalanobis distance to the nearest class mean, shared Ledoit-Wolf covariance"
+    feature: str = "mean over real tokens of every layer's output (hidden_states[1:])"
+    method: str = "Mahalanobis distance to the nearest class mean, shared Ledoit-Wolf covariance per layer"
     report: dict = field(default_factory=dict)  # how threshold and temperature were chosen (numbers)
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """Mahalanobis distances [N, classes] of features [N, hidden] to every class mean."""
-        return mahalanobis(features, self.means, self.precision)
+        """Distances [N, classes] of features [N, layer, hidden] to every class (module docstring)."""
+        squared = sum(
+            mahalanobis(features[:, layer], self.means[layer], self.precision[layer]) ** 2
+            for layer in range(len(self.means))
+        )
+        return np.sqrt(squared)
 
     def save(self, path: str | Path) -> None:
-        data = asdict(self)
-        data.update(means=self.means.tolist(), precision=self.precision.tolist())
-        write_json(path, {"format": "bertgeom open set 1", **data})
+        """path (open_set.json) and open_set.safetensors beside it, each written atomically."""
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        tensors = path.with_name(TENSORS_FILE)
+        with atomic_path(tensors, ".safetensors") as tmp:
+            save_file({"means": self.means, "precision": self.precision}, str(tmp))
+        data = {k: v for k, v in asdict(self).items() if k not in ("means", "precision")}
+        write_json(
+            path,
+            {"format": "bertgeom open set 2", "tensors": TENSORS_FILE, **data, "tensors_sha256": sha256_file(tensors)},
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> "OpenSet":
-        """Read open_set.json; ValueError naming the file when a key is missing or the shapes disagree."""
-        data = json.loads(Path(path).read_text())
-        missing = [k for k in ("classes", "means", "precision", "threshold", "temperature") if k not in data]
+        """Read open_set.json and its tensors; ValueError naming the file when something is missing or wrong."""
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        data = json.loads(path.read_text())
+        missing = [k for k in ("classes", "threshold", "temperature", "tensors", "tensors_sha256") if k not in data]
         if missing:
             raise ValueError(f"{path}: not an open-set file (missing {missing})")
+        tensors = path.with_name(data.pop("tensors"))
+        if not tensors.is_file() or sha256_file(tensors) != data.pop("tensors_sha256"):
+            raise ValueError(f"{path}: {tensors.name} is missing or not the file it was saved with")
+        arrays = load_file(str(tensors))
+        means, precision = arrays["means"], arrays["precision"]
         data.pop("format", None)
-        means, precision = np.asarray(data.pop("means"), float), np.asarray(data.pop("precision"), float)
-        if means.shape[0] != len(data["classes"]) or precision.shape != (means.shape[1], means.shape[1]):
-            raise ValueError(f"{path}: means {means.shape} and precision {precision.shape} do not fit the classes")
+        if means.shape[1] != len(data["classes"]) or precision.shape != (
+            means.shape[0],
+            means.shape[2],
+            means.shape[2],
+        ):
+            raise ValueError(f"{tensors}: means {means.shape} and precision {precision.shape} do not fit the classes")
         return cls(means=means, precision=precision, **data)
+
+
+def fit_layers(features: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-layer class means [layer, class, hidden] and shared precisions [layer, hidden, hidden]."""
+    fitted = [fit_gaussian(features[:, layer], labels, n_classes) for layer in range(features.shape[1])]
+    return np.stack([m for m, _ in fitted]), np.stack([p for _, p in fitted])
 
 
 def mahalanobis(features: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -101,7 +139,7 @@ def fit_gaussian(features: np.ndarray, labels: np.ndarray, n_classes: int) -> tu
 def choose_threshold(
     in_scores: np.ndarray, out_scores: np.ndarray, max_false_unassigned: float = 0.01
 ) -> tuple[float, dict]:
-    """The threshold (score > threshold: unassigned) with the largest Youden J, at least the
+    """The lowest threshold (score > threshold: unassigned) with the largest Youden J, at least the
     (1 - max_false_unassigned) quantile of the in-class scores; see the module docstring.
 
     Returns (threshold, report with J, the in-class accepted and out-of-class rejected shares).
@@ -116,8 +154,8 @@ def choose_threshold(
     j = accepted + rejected - 1.0
     best = np.flatnonzero(j == j.max())
     low = edges[best[0]]
-    high = edges[best[-1] + 1] if best[-1] + 1 < len(edges) else edges[best[-1]] * 2.0
-    youden = math.sqrt(low * high) if low > 0 else (low + high) / 2.0
+    high = edges[best[-1] + 1] if best[-1] + 1 < len(edges) else float("inf")
+    youden = float(low)
     quantile = float(np.quantile(in_scores, 1.0 - max_false_unassigned, method="higher"))
     threshold = max(youden, quantile)
     report = {
@@ -190,21 +228,22 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> 
 
 
 @torch.inference_mode()
-def cls_features(model, ids: torch.Tensor, n_tokens: torch.Tensor, batch_size: int = 32, device="cpu"):
-    """Final-layer [CLS] vectors float64 [N, hidden] and logits float64 [N, classes] (eval mode, fp32).
-
-    ids: [N, max_length] token ids; n_tokens: [N] real tokens per row.
-    """
+def layer_features(model, ids: torch.Tensor, n_tokens: torch.Tensor, batch_size: int = 32, device="cpu"):
+    """Mean over the real tokens of every layer's output, float64 [N, layer, hidden], and the logits
+    float64 [N, classes] (eval mode, fp32). ids: [N, max_length] token ids; n_tokens: [N] real tokens."""
     model.eval()
     features, logits = [], []
     for start in range(0, len(ids), batch_size):
         batch, mask = trim_batch(ids[start : start + batch_size], n_tokens[start : start + batch_size])
-        out = model(input_ids=batch.to(device), attention_mask=mask.to(device), output_hidden_states=True)
-        features.append(out.hidden_states[-1][:, 0].double().cpu())
+        mask = mask.to(device)
+        out = model(input_ids=batch.to(device), attention_mask=mask, output_hidden_states=True)
+        weights = (mask / mask.sum(1, keepdim=True)).double()[:, None, :]  # [batch, 1, token]
+        layers = torch.stack(out.hidden_states[1:], dim=1).double()  # [batch, layer, token, hidden]
+        features.append((weights[..., None] * layers).sum(2).cpu())  # [batch, layer, hidden]
         logits.append(out.logits.double().cpu())
     if not features:
-        hidden = model.config.hidden_size
-        return np.zeros((0, hidden)), np.zeros((0, model.config.num_labels))
+        config = model.config
+        return np.zeros((0, config.num_hidden_layers, config.hidden_size)), np.zeros((0, config.num_labels))
     return torch.cat(features).numpy(), torch.cat(logits).numpy()
 
 

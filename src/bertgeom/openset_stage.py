@@ -27,9 +27,9 @@ from bertgeom.openset import (
     OpenSet,
     answer,
     choose_threshold,
-    cls_features,
+    layer_features,
     expected_calibration_error,
-    fit_gaussian,
+    fit_layers,
     fit_temperature,
     nll,
     reliability,
@@ -63,13 +63,13 @@ def spikes_of(records: Iterable[tuple[str, str, dict]], extractor: SpikeExtracto
 def encode_and_run(model, tokenizer: KmerTokenizer, spikes: list[str], batch_size: int, device) -> tuple:
     """(features [N, hidden], logits [N, classes]) of spike sequences."""
     ids, n_tokens = tokenizer.encode(spikes)
-    return cls_features(model, torch.from_numpy(ids), torch.from_numpy(n_tokens).long(), batch_size, device)
+    return layer_features(model, torch.from_numpy(ids), torch.from_numpy(n_tokens).long(), batch_size, device)
 
 
 def split_outputs(model, path: str | Path, n_classes: int, batch_size: int, device) -> tuple:
     """(features, logits, labels) of a tokens parquet split."""
     split = load_split(path, n_classes)
-    features, logits = cls_features(model, split.ids, split.n_tokens, batch_size, device)
+    features, logits = layer_features(model, split.ids, split.n_tokens, batch_size, device)
     return features, logits, split.labels.numpy()
 
 
@@ -98,7 +98,7 @@ def fit_open_set(
     extractor = SpikeExtractor(reference, **(qc or {}))
     max_nt = (tokenizer.max_length - 3) * tokenizer.stride + tokenizer.k
     train_x, _, train_y = split_outputs(model, train_tokens, len(classes), batch_size, device)
-    means, precision = fit_gaussian(train_x, train_y, len(classes))
+    means, precision = fit_layers(train_x, train_y, len(classes))
     open_set = OpenSet(classes, means, precision, threshold=float("inf"))
     val_x, val_logits, val_y = split_outputs(model, val_tokens, len(classes), batch_size, device)
     outside = spikes_of(threshold_records, extractor, max_nt)

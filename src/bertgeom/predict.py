@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from bertgeom.data.fasta import FastaRecord
-from bertgeom.openset import OPEN_SET_FILE, OpenSet, answer, cls_features
+from bertgeom.openset import OPEN_SET_FILE, OpenSet, answer, layer_features
 from bertgeom.tokens import n_kmers
 
 log = logging.getLogger("bertgeom.predict")
@@ -84,7 +84,7 @@ class Predictor:
         ids, n_tokens = self.tokenizer.encode(spikes, [rows[i]["seq_id"] for i in passing])
         kmers = (n_tokens - 2).clip(min=1)
         unk = ((ids == self.tokenizer.unk_id).sum(axis=1)) / kmers
-        features, logits = cls_features(
+        features, logits = layer_features(
             self.model, torch.from_numpy(ids), torch.from_numpy(n_tokens).long(), len(ids), self.device
         )
         got = answer(self.open_set, features, logits)

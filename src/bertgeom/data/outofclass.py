@@ -133,8 +133,15 @@ def background_genomes(
         keep = rng.random() * keep_max
         partial = {
             "lineage": f"background:{profile['lineage']}",
-            **{key: [x for x in profile.get(key, []) if rng.random() < keep] for key in ("substitutions", "deletions", "insertions")},
+            **{
+                key: [x for x in profile.get(key, []) if rng.random() < keep]
+                for key in ("substitutions", "deletions", "insertions")
+            },
         }
         entry = {"name": "background", "profiles": [partial]}
         for genome in generate_class(sequence, entry, _STREAM["background"] + 1 + i, one, seed, str(variants)):
-            yield f"background-{i:05d}", genome.sequence, {"type": "background", "lineage": partial["lineage"], "kept": keep}
+            yield f"background-{i:05d}", genome.sequence, {
+                "type": "background",
+                "lineage": partial["lineage"],
+                "kept": keep,
+            }
