@@ -79,13 +79,14 @@ def check_fasta_config(classes: list[str], fasta: dict[str, str]) -> None:
         )
 
 
-def fasta_genomes(classes: list[str], fasta: dict[str, str]) -> Iterator[Record]:
-    """The records of each class's FASTA file (ids must be unique across all the files)."""
+def fasta_genomes(classes: list[str], fasta: dict[str, str], strip_gaps: bool = False) -> Iterator[Record]:
+    """The records of each class's FASTA file (ids must be unique across all the files); alignment
+    gaps are an error unless `strip_gaps` (then removed)."""
     check_fasta_config(classes, fasta)
     origin_of: dict[str, str] = {}
     for name in classes:
         path = str(fasta[name])
-        for seq_id, sequence in read_fasta(path):
+        for seq_id, sequence in read_fasta(path, strip_gaps):
             if seq_id in origin_of:
                 raise ValueError(
                     f"{path}: record id {seq_id!r} is also in {origin_of[seq_id]}; ids must be unique across data.fasta files"

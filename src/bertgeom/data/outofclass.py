@@ -30,6 +30,7 @@ import numpy as np
 from bertgeom.data.synthetic import HARD_VARIETY, generate_class, homoplasy_pool
 from bertgeom.data.variants import SPIKE_END, SPIKE_START, class_definitions, load_variants, read_reference
 
+PathLike = str | os.PathLike
 USES = ("threshold", "evaluation")
 CONTROL_TYPES = ("reference", "shuffled", "random")
 _STREAM = {
@@ -70,12 +71,7 @@ def out_of_class_genomes(
 
 
 def calibration_genomes(
-    reference: str | os.PathLike,
-    variants: str | os.PathLike,
-    classes: list[str],
-    settings: dict,
-    seed: int,
-    hard: bool = True,
+    reference: PathLike, variants: PathLike, classes: list[str], settings: dict, seed: int, hard: bool = True
 ) -> Iterator[tuple[str, str, dict]]:
     """In-class genomes the model never saw: with HARD_VARIETY (overriding `settings`) for temperature
     scaling, or with `settings` as they are (hard=False) for choosing the open-set threshold."""
@@ -114,13 +110,7 @@ def control_sequences(reference: str | os.PathLike, per_type: int, seed: int) ->
 
 
 def background_genomes(
-    reference: str | os.PathLike,
-    variants: str | os.PathLike,
-    classes: list[str],
-    settings: dict,
-    seed: int,
-    n: int,
-    keep_max: float = 0.3,
+    reference: PathLike, variants: PathLike, classes: list[str], settings: dict, seed: int, n: int, keep_max=0.3
 ) -> Iterator[tuple[str, str, dict]]:
     """`n` background genomes (see the module docstring); settings as config data.synthetic."""
     sequence = read_reference(reference)
