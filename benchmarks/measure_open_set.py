@@ -57,11 +57,12 @@ def measure_seed(seed: int, args, config: dict) -> None:
     print("  calibration (held-out half of the hard calibration genomes):", open_set.report["calibration"])
     records = list(out_of_class_genomes(reference, variants, classes, "evaluation", settings, data["seed"]))
     records += list(control_sequences(reference, args.controls, data["seed"]))
-    table, summary = evaluate_open_set(model_dir, tokens / "test.parquet", records, reference, qc=qc)
+    table, summary, calibration = evaluate_open_set(model_dir, tokens / "test.parquet", records, reference, qc=qc)
     out = ROOT / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out / f"open_set_seed{seed}.tsv", sep="\t", index=False)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("  test split calibration:", {k: v for k, v in calibration.items() if not k.startswith("reliability")})
     if args.real:
         measure_real(model_dir, args)
 

@@ -154,9 +154,12 @@ def test_reference_and_random_sequences_are_unassigned(trained):
     assert table.loc[["control-reference", "reference-spike"], "prediction"].tolist() == ["unassigned"] * 2
     # random and shuffled sequences never reach the model through QC; scored as they are, they are far out
     open_set = OpenSet.load(model_dir / "open_set.json")
-    summary = evaluate_open_set(
+    table, summary, calibration = evaluate_open_set(
         model_dir, model_dir.parent / "tokens" / "val.parquet", control_sequences(REFERENCE, 5, seed=1), REFERENCE
-    )[1].set_index("type")
+    )
+    summary = summary.set_index("type")
+    assert len(table) == 4 + 11 and summary.loc["test (in class)", "n"] == 4
+    assert sum(row["n"] for row in calibration["reliability_after"]) == 4
     assert summary.loc[["random", "shuffled", "reference"], "unassigned"].tolist() == [1.0, 1.0, 1.0]
     assert summary.loc["random", "auroc"] == 1.0 and open_set.threshold > 0
 

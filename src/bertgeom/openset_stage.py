@@ -149,8 +149,10 @@ def evaluate_open_set(
     qc: dict | None = None,
     batch_size: int = 32,
     device: str = "cpu",
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-sequence table, per-type summary) of the test split and the out-of-class genomes."""
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(per-sequence table, per-type summary, calibration on the test split) of the test split and the
+    out-of-class genomes. The calibration dict has calibration_report's numbers and `reliability`
+    (per confidence bin, before and after temperature scaling: the reliability diagram's data)."""
     from sklearn.metrics import roc_auc_score
 
     model_dir = Path(model_dir)
@@ -203,9 +205,6 @@ def evaluate_open_set(
             }
         )
     calibration = calibration_report(test_logits, test_y, open_set.temperature)
-    log.info(
-        "test split calibration: %s; reliability after: %s",
-        calibration,
-        reliability(softmax(test_logits / open_set.temperature), test_y),
-    )
-    return table, pd.DataFrame(summary)
+    calibration["reliability_before"] = reliability(softmax(test_logits), test_y)
+    calibration["reliability_after"] = reliability(softmax(test_logits / open_set.temperature), test_y)
+    return table, pd.DataFrame(summary), calibration
