@@ -92,12 +92,15 @@ Accuracy {_pct(metrics.get('accuracy'))}, macro-F1 {_pct(metrics.get('macro_f1')
         report = open_set.get("report", {})
         cal = report.get("calibration", {})
         text += f"""
-## Open set and calibration (`open_set.json`)
-A sequence whose final-layer [CLS] vector lies farther than **{open_set['threshold']:.3f}** (Mahalanobis distance,
-shared covariance of the training split) from every class mean is `unassigned`. The threshold maximises Youden's J
-on the validation split plus synthetic genomes of lineages outside the classes
-({', '.join(report.get('threshold_lineages', []))}): in-class accepted {_pct(report.get('in_class_accepted'))},
-out-of-class rejected {_pct(report.get('out_of_class_rejected'))}.
+## Open set and calibration (`open_set.json`, `open_set.safetensors`)
+A sequence is `unassigned` when its `ood_score` exceeds **{open_set['threshold']:.3f}**: the Mahalanobis distance of the
+mean token vectors of every layer to the nearest class mean (one covariance per layer shared by the classes, fitted
+on the training split). The threshold ({report.get('rule', 'n/a')} rule) is the lowest one with the largest Youden J on
+in-class genomes (the validation split and fresh synthetic genomes) and synthetic genomes of lineages outside the
+classes ({', '.join(report.get('threshold_lineages', []))}), raised to keep at most
+{_pct(report.get('max_false_unassigned'))} of the in-class genomes unassigned: in-class accepted
+{_pct(report.get('in_class_accepted'))}, out-of-class rejected {_pct(report.get('out_of_class_rejected'))}.
+Training saw {info.get('n_background', 0)} background genomes (outlier exposure: their softmax pulled to uniform).
 Probabilities are temperature-scaled with T = {open_set['temperature']:.3f}, fitted on hard synthetic calibration genomes:
 on held-out calibration genomes the NLL went from {cal.get('nll_before', float('nan')):.4f} to
 {cal.get('nll_after', float('nan')):.4f} and the expected calibration error (15 bins) from {_pct(cal.get('ece_before'))} to
