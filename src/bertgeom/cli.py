@@ -11,6 +11,7 @@ model; bertgeom.predict). The answer is a class, or `unassigned` when the genome
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import sys
@@ -71,9 +72,6 @@ def _fmt(value: float, digits: int) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from bertgeom.data.fasta import read_records
     from bertgeom.io import atomic_path
     from bertgeom.predict import Predictor, columns
 
@@ -95,52 +93,51 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "uncalibrated probabilities",
             file=sys.stderr,
         )
-    names = columns(predictor.classes)
-    counts, reasons, gapped, started = Counter(), Counter(), 0, time.monotonic()
     try:
-        with atomic_path(args.out, ".tsv") if args.out else _nothing() as tmp:
-            out = open(tmp, "w") if tmp else None
-            if out:
-                out.write("\t".join(names) + "\n")
-            if not args.quiet:
-                print(f"{'seq_id':<32} {'status':<7} {'prediction':<11} {'probability':>11} {'ood_score':>9}  reason")
-            bar = tqdm(unit="rec", desc="predict", disable=None, file=sys.stderr, mininterval=1)
-            for row in predictor.rows(read_records(args.fasta, strip_gaps=True), args.batch_size):
-                bar.update()
-                counts[row["prediction"] or "rejected"] += 1
-                gapped += row["gaps_removed"] > 0
-                if row["status"] != "pass":
-                    reasons[row["reason"]] += 1
-                    bar.write(
-                        f"bertgeom predict: {args.fasta}: record {row['seq_id']!r}: no usable spike "
-                        f"({row['reason']}: {row['detail']})",
-                        file=sys.stderr,
-                    )
-                if out:
-                    out.write("\t".join(_cell(row[name]) for name in names) + "\n")
-                if not args.quiet:
-                    print(
-                        f"{row['seq_id']:<32} {row['status']:<7} {row['prediction']:<11} "
-                        f"{_fmt(row['probability'], 4):>11} {_fmt(row['ood_score'], 2):>9}  {row['reason']}"
-                    )
-            bar.close()
-            if out:
-                out.close()
+        with contextlib.ExitStack() as stack:
+            out = None
+            if args.out:
+                out = stack.enter_context(open(stack.enter_context(atomic_path(args.out, ".tsv")), "w"))
+            counts, reasons, gapped, seconds = stream(predictor, args, out, columns(predictor.classes))
     except (FileNotFoundError, ValueError, OSError) as err:
         print(f"bertgeom predict: error: {err}", file=sys.stderr)
         return EXIT_INPUT
-    print(summary(counts, reasons, gapped, time.monotonic() - started), file=sys.stderr)
+    print(summary(counts, reasons, gapped, seconds), file=sys.stderr)
     return EXIT_OK
 
 
-class _nothing:
-    """A context manager yielding None (no --out file)."""
+def stream(predictor, args: argparse.Namespace, out, names: list[str]) -> tuple[Counter, Counter, int, float]:
+    """Predict record by record: a line on stdout and a TSV row per record, the progress bar, rejects on stderr.
 
-    def __enter__(self):
-        return None
+    Returns the counts per prediction, per reject reason, the records with gaps removed, the seconds taken.
+    """
+    from tqdm.auto import tqdm
 
-    def __exit__(self, *exc):
-        return False
+    from bertgeom.data.fasta import read_records
+
+    counts, reasons, gapped, started = Counter(), Counter(), 0, time.monotonic()
+    if out:
+        out.write("\t".join(names) + "\n")
+    if not args.quiet:
+        print(f"{'seq_id':<32} {'status':<7} {'prediction':<11} {'probability':>11} {'ood_score':>9}  reason")
+    bar = tqdm(unit="rec", desc="predict", disable=None, file=sys.stderr, mininterval=1)
+    for row in predictor.rows(read_records(args.fasta, strip_gaps=True), args.batch_size):
+        bar.update()
+        counts[row["prediction"] or "rejected"] += 1
+        gapped += row["gaps_removed"] > 0
+        if row["status"] != "pass":
+            reasons[row["reason"]] += 1
+            message = f"record {row['seq_id']!r}: no usable spike ({row['reason']}: {row['detail']})"
+            bar.write(f"bertgeom predict: {args.fasta}: {message}", file=sys.stderr)
+        if out:
+            out.write("\t".join(_cell(row[name]) for name in names) + "\n")
+        if not args.quiet:
+            print(
+                f"{row['seq_id']:<32} {row['status']:<7} {row['prediction']:<11} "
+                f"{_fmt(row['probability'], 4):>11} {_fmt(row['ood_score'], 2):>9}  {row['reason']}"
+            )
+    bar.close()
+    return counts, reasons, gapped, time.monotonic() - started
 
 
 def _cell(value) -> str:
