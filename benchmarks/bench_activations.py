@@ -89,7 +89,7 @@ def worker_ours(model_dir: Path, tokens: Path, out: Path, subset: int, token_sta
         },
     }  # fmt: skip
     outputs = {name: out / f"{name}.parquet" for name in activations.OUTPUT_FILES}
-    result = activations.dump(model_dir, {"test": tokens}, outputs, config)
+    result = activations.dump(model_dir, {"test": tokens}, outputs, config["classes"], config["activations"])
     return {"sequences": result["sequences"], "seconds": result["seconds"], "bytes": sum(p.stat().st_size for p in outputs.values())}
 
 

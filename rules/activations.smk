@@ -21,5 +21,9 @@ rule dump_activations:
     conda:
         "../envs/bertgeom.yaml"
     threads: 4
+    params:
+        classes=CLASSES,
+        activations=SETTINGS.block("activations"),
+        activations_run=SETTINGS.execution("activations"),
     script:
         "../scripts/dump_activations.py"

@@ -26,9 +26,9 @@ rule attention_patterns:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        patterns=config["patterns"],
-        classes=config["classes"],
-        batch_rows=config["stats"]["batch_rows"],
+        patterns=SETTINGS.block("patterns", exclude=("eig_tol",)),
+        classes=CLASSES,
+        stats_run=SETTINGS.execution("stats"),
     script:
         "../scripts/attention_patterns.py"
 
@@ -53,7 +53,7 @@ rule directionality:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        eig_tol=config["patterns"]["eig_tol"],
+        eig_tol=SETTINGS.get("patterns.eig_tol"),
     script:
         "../scripts/directionality.py"
 

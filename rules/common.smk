@@ -1,22 +1,60 @@
-# Helpers shared by all rule files (config validation, paths, seeds, input functions).
+# Helpers shared by all rule files (config validation, config -> params, paths, seeds, input
+# functions).
 import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
 validate(config, schema="../config/config.schema.yaml")
 
-# Jobs import the library from this checkout, also inside conda environments (--sdm conda).
+# Jobs import the library from this checkout, also inside conda environments (--sdm conda); so does
+# this file (bertgeom.config).
+SRC = str(Path(workflow.basedir) / "src")
 os.environ.update(
-    PYTHONPATH=os.pathsep.join(
-        filter(
-            None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")]
-        )
-    )
+    PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 )
+sys.path.insert(0, SRC)
+from bertgeom.config import Settings
 
+# --- config -> params ----------------------------------------------------------------------------
+# Every setting a job uses reaches it through `params:`, canonical (sorted keys, schema-typed numbers:
+# re-ordering a config reruns nothing), so that editing a key reruns exactly the rules using it.
+# Execution-only keys (x-execution-only in the schema) travel in SETTINGS.execution(block), which
+# Snakemake does not compare: editing them reruns nothing. See bertgeom.config.
+SETTINGS = Settings(config)
 SEEDS = config["train"]["seeds"]
-CLASSES = config["classes"]
+CLASSES = SETTINGS.get("classes")
+
+
+def data_params():
+    """What the download uses of the data block: the source, and only that source's settings."""
+    source = config["data"]["source"]
+    if source == "fasta":
+        return {"source": source}  # the files themselves are inputs (download_inputs)
+    return {
+        "source": source,
+        "seed": SETTINGS.get("data.seed"),
+        source: SETTINGS.block(f"data.{source}"),
+    }
+
+
+def model_params():
+    """What training and tokenization use of the model block: the init, and its source."""
+    init = config["model"]["init"]
+    source = "pretrained" if init == "pretrained" else "preset"
+    return {"init": init, source: SETTINGS.get(f"model.{source}")}
+
+
+def figure_params(figure_id, **extra):
+    """Params of a figure rule: its id, the figure settings every figure uses, and `extra`."""
+    return {
+        "figure": figure_id,
+        "dpi": SETTINGS.get("figures.dpi"),
+        "context": SETTINGS.get("figures.context"),
+        "source": SETTINGS.get("data.source"),
+        **extra,
+    }
 
 
 def resolve(path):
@@ -99,6 +137,15 @@ def download_inputs(wildcards):
 
 
 # --- tokens (rules/tokens.smk) ------------------------------------------------------------------
+def pretrained_source():
+    """model.init pretrained: model.pretrained as a local directory (resolved) when it is one, else
+    as given (a hub id); otherwise None."""
+    if config["model"]["init"] != "pretrained":
+        return None
+    path = resolve(config["model"]["pretrained"])
+    return path if Path(path).exists() else SETTINGS.get("model.pretrained")
+
+
 def tokens_base_vocab(wildcards):
     """model.init pretrained with a local model.pretrained directory: that directory (an input,
     so a new base vocabulary reruns the tokenization); otherwise nothing (scratch, or a hub id).

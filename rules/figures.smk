@@ -20,8 +20,7 @@ rule fig_data_qc:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="data_qc",
-        classes=CLASSES,
+        **figure_params("data_qc", classes=CLASSES),
     script:
         "../scripts/figure.py"
 
@@ -43,7 +42,7 @@ rule fig_kmer_occurrences:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="kmer_occurrences",
+        **figure_params("kmer_occurrences"),
     script:
         "../scripts/figure.py"
 
@@ -67,8 +66,7 @@ rule fig_training_curves:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="training_curves",
-        seeds=SEEDS,
+        **figure_params("training_curves", seeds=SEEDS),
     script:
         "../scripts/figure.py"
 
@@ -90,8 +88,7 @@ rule fig_confusion_matrix:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="confusion_matrix",
-        seeds=SEEDS,
+        **figure_params("confusion_matrix", seeds=SEEDS),
     script:
         "../scripts/figure.py"
 
@@ -113,9 +110,7 @@ rule fig_per_class_f1:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="per_class_f1",
-        seeds=SEEDS,
-        ci=config["stats"]["ci"],
+        **figure_params("per_class_f1", seeds=SEEDS, ci=SETTINGS.get("stats.ci")),
     script:
         "../scripts/figure.py"
 
@@ -138,7 +133,7 @@ rule metrics_table:
         "../envs/bertgeom.yaml"
     params:
         seeds=SEEDS,
-        ci=config["stats"]["ci"],
+        ci=SETTINGS.get("stats.ci"),
     script:
         "../scripts/metrics_table.py"
 
@@ -161,8 +156,7 @@ rule fig_cone_stream:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="cone_stream",
-        ci=config["stats"]["ci"],
+        **figure_params("cone_stream", ci=SETTINGS.get("stats.ci")),
     script:
         "../scripts/figure.py"
 
@@ -184,7 +178,7 @@ rule fig_cone_heads:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="cone_heads",
+        **figure_params("cone_heads"),
     script:
         "../scripts/figure.py"
 
@@ -207,7 +201,7 @@ rule fig_pca_pareto:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="pca_pareto",
+        **figure_params("pca_pareto"),
     script:
         "../scripts/figure.py"
 
@@ -229,9 +223,7 @@ rule fig_embedding_pca:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="embedding_pca",
-        classes=CLASSES,
-        seed=example_seed(),
+        **figure_params("embedding_pca", classes=CLASSES, seed=example_seed()),
     script:
         "../scripts/figure.py"
 
@@ -253,9 +245,7 @@ rule fig_embedding_tsne:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="embedding_tsne",
-        classes=CLASSES,
-        seed=example_seed(),
+        **figure_params("embedding_tsne", classes=CLASSES, seed=example_seed()),
     script:
         "../scripts/figure.py"
 
@@ -277,8 +267,7 @@ rule fig_probe_silhouette:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="probe_silhouette",
-        ci=config["stats"]["ci"],
+        **figure_params("probe_silhouette", ci=SETTINGS.get("stats.ci")),
     script:
         "../scripts/figure.py"
 
@@ -301,7 +290,7 @@ rule fig_gate_grid:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="gate_grid",
+        **figure_params("gate_grid"),
     script:
         "../scripts/figure.py"
 
@@ -323,8 +312,7 @@ rule fig_k90_violins:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="k90_violins",
-        seed=example_seed(),
+        **figure_params("k90_violins", seed=example_seed()),
     script:
         "../scripts/figure.py"
 
@@ -348,10 +336,12 @@ rule fig_attention_gallery:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="attention_gallery",
-        classes=CLASSES,
-        seed=example_seed(),
-        gallery_class=config["figures"]["gallery_class"],
+        **figure_params(
+            "attention_gallery",
+            classes=CLASSES,
+            seed=example_seed(),
+            gallery_class=SETTINGS.get("figures.gallery_class"),
+        ),
     script:
         "../scripts/figure.py"
 
@@ -373,9 +363,7 @@ rule fig_attention_entropy:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="attention_entropy",
-        seeds=SEEDS,
-        ci=config["stats"]["ci"],
+        **figure_params("attention_entropy", seeds=SEEDS, ci=SETTINGS.get("stats.ci")),
     script:
         "../scripts/figure.py"
 
@@ -398,8 +386,7 @@ rule fig_domain_attention:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="domain_attention",
-        seeds=SEEDS,
+        **figure_params("domain_attention", seeds=SEEDS),
     script:
         "../scripts/figure.py"
 
@@ -422,8 +409,7 @@ rule fig_directionality_index:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="directionality_index",
-        seeds=SEEDS,
+        **figure_params("directionality_index", seeds=SEEDS),
     script:
         "../scripts/figure.py"
 
@@ -445,9 +431,9 @@ rule fig_directionality_spectrum:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="directionality_spectrum",
-        seeds=SEEDS,
-        ci=config["stats"]["ci"],
+        **figure_params(
+            "directionality_spectrum", seeds=SEEDS, ci=SETTINGS.get("stats.ci")
+        ),
     script:
         "../scripts/figure.py"
 
@@ -469,7 +455,6 @@ rule fig_directionality_original:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        figure="directionality_original",
-        seeds=SEEDS,
+        **figure_params("directionality_original", seeds=SEEDS),
     script:
         "../scripts/figure.py"

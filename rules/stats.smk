@@ -21,6 +21,10 @@ rule cone_index:
         seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
+    params:
+        classes=CLASSES,
+        outlier_sigma=SETTINGS.get("stats.outlier_sigma"),
+        stats_run=SETTINGS.execution("stats"),
     script:
         "../scripts/cone_index.py"
 
@@ -45,6 +49,20 @@ rule distribution:
     conda:
         "../envs/bertgeom.yaml"
     threads: 1
+    params:
+        classes=CLASSES,
+        stats={
+            key: SETTINGS.get(f"stats.{key}")
+            for key in (
+                "distribution_stages",
+                "outlier_sigma",
+                "pca_components",
+                "probe_folds",
+                "tsne_max_points",
+                "tsne_perplexity",
+            )
+        },
+        stats_run=SETTINGS.execution("stats"),
     script:
         "../scripts/distribution.py"
 
@@ -61,5 +79,7 @@ rule aggregate_seeds:
         name=r"[A-Za-z0-9_]+",
     conda:
         "../envs/bertgeom.yaml"
+    params:
+        ci=SETTINGS.get("stats.ci"),
     script:
         "../scripts/aggregate_seeds.py"

@@ -27,6 +27,12 @@ rule train:
     threads: 1
     params:
         checkpoints="results/checkpoints/seed{seed}",
+        classes=CLASSES,
+        model=model_params(),
+        train=SETTINGS.block("train", exclude=("seeds",)),
+        train_run=SETTINGS.execution("train"),
+        qc=SETTINGS.block("qc"),
+        reference=SETTINGS.get("data.reference"),
     script:
         "../scripts/train.py"
 
@@ -47,5 +53,8 @@ rule evaluate:
     conda:
         "../envs/bertgeom.yaml"
     threads: 1
+    params:
+        classes=CLASSES,
+        train_run=SETTINGS.execution("train"),
     script:
         "../scripts/evaluate.py"

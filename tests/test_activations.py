@@ -109,7 +109,7 @@ def model_dir(tmp_path_factory, config):
 
 def run_dump(tmp, model_dir, config, tokens_path):
     outputs = {name: tmp / f"{name}.parquet" for name in act.OUTPUT_FILES}
-    act.dump(model_dir, {"test": tokens_path}, outputs, config)
+    act.dump(model_dir, {"test": tokens_path}, outputs, config["classes"], config["activations"])
     return outputs
 
 
@@ -291,7 +291,7 @@ def test_files_round_trip_through_pyarrow(dumped, model, model_dir, config):
         assert table.schema.remove_metadata() == schemas[name], name
         meta = io.read_metadata(path)
         assert meta["model_sha256"] == io.model_hash(model_dir)
-        assert meta["config_sha256"] == io.config_hash(config)
+        assert meta["config_sha256"] == io.config_hash({"classes": config["classes"], "activations": config["activations"]})
         assert meta["file"] == name and meta["layers"] == LAYERS
         assert pq.read_metadata(path).row_group(0).column(0).compression == "ZSTD"
     summary = pq.read_table(outputs["summary"]).to_pandas()
@@ -503,25 +503,25 @@ def test_bad_inputs_raise_and_leave_no_output(tmp_path, model_dir, config):
     (tmp_path / "weightless").mkdir()
     (tmp_path / "weightless" / "config.json").write_text((model_dir / "config.json").read_text())
     with pytest.raises(FileNotFoundError, match=r"weightless: not a trained model directory \(missing model.safetensors\)"):
-        act.dump(tmp_path / "weightless", {"test": tmp_path / "test.parquet"}, outputs, config)
+        act.dump(tmp_path / "weightless", {"test": tmp_path / "test.parquet"}, outputs, config["classes"], config["activations"])
     # n_tokens out of range in the last record: found before any file is written
     n = tokens.column("n_tokens").to_numpy().copy()
     n[-1] = MAX_LENGTH + 1
     bad = tokens.set_column(tokens.schema.get_field_index("n_tokens"), "n_tokens", pa.array(n, pa.int32()))
     io.write_parquet(bad, tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match=r"bad.parquet: record synthetic-\S+: n_tokens=65"):
-        act.dump(model_dir, {"test": tmp_path / "bad.parquet"}, outputs, config)
+        act.dump(model_dir, {"test": tmp_path / "bad.parquet"}, outputs, config["classes"], config["activations"])
     other = copy.deepcopy(config)
     other["classes"] = list(reversed(config["classes"]))
     with pytest.raises(ValueError, match="id2label"):
-        act.dump(model_dir, {"test": tmp_path / "test.parquet"}, outputs, other)
+        act.dump(model_dir, {"test": tmp_path / "test.parquet"}, outputs, other["classes"], other["activations"])
     # A failure in the middle of the forward passes (an unknown token id) leaves no file either.
     ids = io.to_matrix(tokens.column("input_ids")).copy()
     ids[-1, 1] = VOCAB + 100
     broken = tokens.set_column(tokens.schema.get_field_index("input_ids"), "input_ids", io.fixed_size_list(ids, pa.int32()))
     io.write_parquet(broken, tmp_path / "broken.parquet")
     with pytest.raises(IndexError):
-        act.dump(model_dir, {"test": tmp_path / "broken.parquet"}, outputs, config)
+        act.dump(model_dir, {"test": tmp_path / "broken.parquet"}, outputs, config["classes"], config["activations"])
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

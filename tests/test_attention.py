@@ -4,7 +4,6 @@ gate agreement, and the per-seed tables written from small files in the docs/out
 import math
 from itertools import combinations
 from math import ceil
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -305,20 +304,18 @@ def test_attention_tables_from_files(tmp_path, config, root):
 def test_run_writes_every_output_and_rejects_bad_rows(tmp_path, config, root):
     write_inputs(tmp_path)
     outputs = {name: str(tmp_path / "out" / f"{name}.parquet") for name in ("patterns", "gates", "k90", "domains")}
-    snakemake = SimpleNamespace(
-        wildcards=SimpleNamespace(seed="2"),
-        config=config,
-        input=SimpleNamespace(
-            summary=str(tmp_path / "attention_summary.parquet"),
-            attention=str(tmp_path / "attention.parquet"),
-            class_attention=str(tmp_path / "class_attention.parquet"),
-            token_map=str(tmp_path / "token_map.parquet"),
-            variants=str(root / "resources" / "variants.yaml"),
-        ),
-        output=outputs,
-        params=SimpleNamespace(patterns=config["patterns"], classes=config["classes"], batch_rows=100),
+    att.write_attention_patterns(
+        summary=str(tmp_path / "attention_summary.parquet"),
+        attention=str(tmp_path / "attention.parquet"),
+        class_attention=str(tmp_path / "class_attention.parquet"),
+        token_map=str(tmp_path / "token_map.parquet"),
+        variants=str(root / "resources" / "variants.yaml"),
+        outputs=outputs,
+        patterns=config["patterns"],
+        classes=config["classes"],
+        seed=2,
+        batch_rows=100,
     )
-    att.run(snakemake)
     for path in outputs.values():
         assert pq.read_table(path).num_rows > 0 and "config_sha256" in read_metadata(path)
     assert set(pq.read_table(outputs["gates"]).column("seed").to_pylist()) == {2}
@@ -337,7 +334,7 @@ def test_run_agreement_across_seeds(tmp_path, config):
         paths.append(str(tmp_path / f"gates{seed}.parquet"))
         write_parquet(frame, paths[-1])
     out = str(tmp_path / "gate_agreement.parquet")
-    att.run_agreement(SimpleNamespace(input=paths, output=[out], config=config))
+    att.write_gate_agreement(paths, out)
     table = pd.read_parquet(out)
     heads = table[(table["measure"] == "position_agreement") & table["head"].notna()].set_index("head")["value"]
     assert heads.to_dict() == {0: 1.0, 1: 0.0}

@@ -1,6 +1,5 @@
 """Cone index and the anisotropy measures: analytic cases, invariances, the streamed per-seed table."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -316,13 +315,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path, synthetic):
 def test_run_writes_the_table_with_provenance(tmp_path, synthetic):
     _, paths, table = synthetic
     out = tmp_path / "stats" / "cone_index.parquet"
-    snakemake = SimpleNamespace(
-        input=SimpleNamespace(**paths),
-        output=[str(out)],
-        wildcards=SimpleNamespace(seed="7"),
-        config={"classes": CLASSES, "stats": {"batch_rows": 5, "outlier_sigma": 3.0}},
-    )
-    cone.run(snakemake)
+    cone.write_cone_index(**paths, out=str(out), classes=CLASSES, seed=7, outlier_sigma=3.0, batch_rows=5)
     meta = read_metadata(out)
     assert meta["seed"] == 7 and meta["model_sha256"] == "abc" and "config_sha256" in meta
     written = pa.parquet.read_table(out).to_pandas()

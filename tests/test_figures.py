@@ -502,22 +502,17 @@ def test_directionality_original_one_point_per_head():
 
 
 # ---- entry point ------------------------------------------------------------------------------------
-def test_run_draws_a_figure_and_logs(tmp_path):
+def test_draw_figure_writes_png_and_pdf(tmp_path):
     qc_path = tmp_path / "qc.tsv"
     qc_table().to_csv(qc_path, sep="\t", index=False)
-    out = SimpleNamespace(png=str(tmp_path / "out" / "data_qc.png"), pdf=str(tmp_path / "out" / "data_qc.pdf"))
-    snakemake = SimpleNamespace(
-        input=SimpleNamespace(qc=str(qc_path)), output=out, log=[str(tmp_path / "log.txt")],
-        params=SimpleNamespace(figure="data_qc", classes=CLASSES),
-        config={"figures": {"dpi": 60, "context": "paper"}, "data": {"source": "synthetic"}},
-    )
-    figures.run(snakemake)
-    assert Path(out.png).read_bytes().startswith(PNG_SIGNATURE)
-    assert Path(out.pdf).read_bytes().startswith(b"%PDF")
-    assert "figure data_qc" in (tmp_path / "log.txt").read_text()
-    snakemake.params.figure = "no_such_figure"
+    png, pdf = str(tmp_path / "out" / "data_qc.png"), str(tmp_path / "out" / "data_qc.pdf")
+    draw = dict(inputs={"qc": str(qc_path)}, options={"classes": CLASSES}, png=png, pdf=pdf, dpi=60, context="paper",
+                source="synthetic")  # fmt: skip
+    figures.draw_figure("data_qc", **draw)
+    assert Path(png).read_bytes().startswith(PNG_SIGNATURE)
+    assert Path(pdf).read_bytes().startswith(b"%PDF")
     with pytest.raises(ValueError, match="unknown figure id 'no_such_figure'"):
-        figures.run(snakemake)
+        figures.draw_figure("no_such_figure", **draw)
 
 
 # ---- README gallery -------------------------------------------------------------------------------------

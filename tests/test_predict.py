@@ -85,9 +85,11 @@ def trained(tmp_path_factory):
     )
     ids, n_tokens = tokenizer.encode(background["sequence"].tolist())
     io.write_parquet(split_table(background, ids, n_tokens), root / "tokens" / "background.parquet")
+    tokens = root / "tokens"
     train_seed(
-        config, 0, root / "tokens", root / "model", root / "ckpt", background=root / "tokens" / "background.parquet"
-    )
+        tokens / "train.parquet", tokens / "val.parquet", tokens, root / "model", root / "ckpt",
+        config["classes"], config["model"], config["train"], 0, background=tokens / "background.parquet",
+    )  # fmt: skip
     held_out = [(seq_id, seq, f["class"]) for (seq_id, seq, f), i in zip(genomes, index) if i >= 14]
     fit_open_set(
         root / "model",

@@ -595,15 +595,20 @@ def pick_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def dump(model_dir: str | Path, token_files: dict[str, str | Path], outputs: dict[str, str | Path], config: dict) -> dict:
+def dump(
+    model_dir: str | Path,
+    token_files: dict[str, str | Path],
+    outputs: dict[str, str | Path],
+    classes: list[str],
+    settings: dict,
+) -> dict:
     """Dump the activations of every sequence of `token_files` ({split: tokens parquet}) to `outputs`.
 
-    outputs: {name: path} for every name in OUTPUT_FILES. Settings: config["activations"]
-    (batch_size, subset_per_class, token_stages, device, row_group_mb) and config["classes"].
+    outputs: {name: path} for every name in OUTPUT_FILES. settings: config `activations`
+    (subset_per_class, token_stages, and the execution-only batch_size, device, row_group_mb).
     Returns counts (sequences, seconds) for logging. Outputs appear only if everything succeeded.
     """
-    settings = config["activations"]
-    classes = list(config["classes"])
+    classes = list(classes)
     device = pick_device(settings["device"])
     model = load_model(model_dir, device, attn_implementation=EXACT_ATTENTION)  # A is materialised
     _check_classes(model, classes)
@@ -623,7 +628,7 @@ def dump(model_dir: str | Path, token_files: dict[str, str | Path], outputs: dic
     total = sum(idx.num_rows for idx in indexes.values())
 
     meta = io.provenance(
-        config, model_dir, splits=list(token_files), stages=list(STAGES), head_stages=list(HEAD_STAGES),
+        {"classes": classes, "activations": settings}, model_dir, splits=list(token_files), stages=list(STAGES), head_stages=list(HEAD_STAGES),
         token_stages=list(settings["token_stages"]), hook_points=hook_names(n_layers), layers=n_layers,
         heads=heads, hidden=hidden, d_head=d_head, max_length=next(iter(widths.values())), device=str(device),
     )  # fmt: skip
@@ -714,12 +719,3 @@ def _class_table(class_sum: torch.Tensor, class_hist: np.ndarray, classes: list[
                 blocks.append(mean[layer, head])
     cols["matrix"] = _list_column(blocks, pa.float32())
     return pa.table(cols, schema=schema)
-
-
-def run(smk) -> None:
-    """Snakemake entry point (scripts/dump_activations.py): one seed's model over config activations.splits."""
-    torch.set_num_threads(max(1, int(smk.threads)))
-    splits = smk.config["activations"]["splits"]
-    token_files = dict(zip(splits, smk.input.tokens, strict=True))
-    outputs = {name: smk.output[name] for name in OUTPUT_FILES}
-    dump(Path(smk.input.config).parent, token_files, outputs, smk.config)

@@ -48,6 +48,19 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def file_directory(paths: dict[str, str | os.PathLike], names: dict[str, str]) -> Path:
+    """The one directory holding `paths` ({key: path}), which must be the files `names` ({key: file
+    name}) there: a Hugging Face model or tokenizer is read and written as a directory of fixed names.
+    """
+    paths = {key: Path(path) for key, path in paths.items()}
+    wrong = {key: str(path) for key, path in paths.items() if key not in names or path.name != names[key]}
+    directories = {path.parent for path in paths.values()}
+    if wrong or len(directories) != 1:
+        expected = ", ".join(f"{key}={name}" for key, name in names.items())
+        raise ValueError(f"{sorted(map(str, paths.values()))}: expected one directory holding {expected}")
+    return directories.pop()
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

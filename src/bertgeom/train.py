@@ -36,10 +36,19 @@ from transformers import get_linear_schedule_with_warmup
 from bertgeom import io
 from bertgeom.handoff import add_remote_tokenizer, make_readable
 from bertgeom.model import autocast, build_model, count_parameters, predict_probs, trim_batch
+from bertgeom.tokens import TOKENIZER_NAMES, KmerTokenizer
 
 log = logging.getLogger("bertgeom.train")
 
 LOG_COLUMNS = ["step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s"]
+# The files of a model directory: {name in rules and code: file name} (docs/outputs.md).
+MODEL_FILES = {
+    "model": "model.safetensors",
+    "config": "config.json",
+    **TOKENIZER_NAMES,
+    "train_log": "train_log.csv",
+    "training_info": "training_info.json",
+}
 
 
 @dataclass
@@ -381,56 +390,62 @@ def _fmt(d: dict) -> str:
 
 
 def train_seed(
-    config: dict,
-    seed: int,
-    tokens_dir: str | Path,
+    train_path: str | Path,
+    val_path: str | Path,
+    tokenizer_dir: str | Path,
     out_dir: str | Path,
     ckpt_dir: str | Path,
+    classes: list[str],
+    model_cfg: dict,
+    train_cfg: dict,
+    seed: int,
     threads: int = 1,
+    recorded: dict | None = None,
     background: str | Path | None = None,
 ) -> dict:
-    """Train the model of one seed from results/tokens into `out_dir`; returns training_info.
+    """Train the model of one seed on the tokens at `train_path` into `out_dir`; returns training_info.
 
-    `config` is the validated workflow config (blocks `classes`, `model`, `train`). Writes
-    model.safetensors, config.json, the tokenizer files, train_log.csv and training_info.json
-    into out_dir (each atomically), then removes `ckpt_dir`. background: a tokens parquet of
-    sequences of no class for outlier exposure (train_cfg outlier_weight, default 0.5); None: none.
+    model_cfg: config `model` (init and its preset or checkpoint); train_cfg: config `train`
+    (execution-only keys included: device, compile, eval_batch_size, log_every). `recorded`: other
+    settings stored in training_info.json's `config` beside classes, model and train (the QC settings
+    and reference that `bertgeom predict` applies to new genomes). Writes model.safetensors,
+    config.json, the tokenizer files, train_log.csv and training_info.json into out_dir (each
+    atomically), then removes `ckpt_dir`. background: a tokens parquet of sequences of no class for
+    outlier exposure (train_cfg outlier_weight, default 0.5); None: none.
     """
-    from bertgeom.tokens import KmerTokenizer
-
-    tokens_dir, out_dir, ckpt_dir = Path(tokens_dir), Path(out_dir), Path(ckpt_dir)
-    classes, train_cfg = config["classes"], config["train"]
+    out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
     device = select_device(train_cfg["device"])
     configure_torch(device, threads, train_cfg["deterministic"])
-    tokenizer = KmerTokenizer.load(tokens_dir)
-    train = load_split(tokens_dir / "train.parquet", len(classes))
-    val = load_split(tokens_dir / "val.parquet", len(classes))
+    tokenizer = KmerTokenizer.load(tokenizer_dir)
+    train = load_split(train_path, len(classes))
+    val = load_split(val_path, len(classes))
     if not len(train):
-        raise ValueError(f"{tokens_dir / 'train.parquet'}: no training sequences")
+        raise ValueError(f"{train_path}: no training sequences")
     outliers = load_split(background, len(classes), labelled=False) if background else None
     fingerprint = io.config_hash(
         {
             "classes": classes,
-            "model": config["model"],
+            "model": model_cfg,
             "train": {k: v for k, v in train_cfg.items() if k not in ("seeds", "log_every", "eval_batch_size")},
             "seed": seed,
             "device": device.type,
-            "train_sha256": io.sha256_file(tokens_dir / "train.parquet"),
+            "train_sha256": io.sha256_file(train_path),
             "vocab": len(tokenizer),
             "background_sha256": io.sha256_file(background) if background else None,
         }
     )
-    model = build_model(config["model"], classes, tokenizer, seed).to(device)
+    model = build_model(model_cfg, classes, tokenizer, seed).to(device)
     log.info(
         "seed %d: %s model, %d parameters (%d outside the embeddings), vocabulary %d",
         seed,
-        config["model"]["init"],
+        model_cfg["init"],
         count_parameters(model),
         count_parameters(model, embeddings=False),
         len(tokenizer),
     )
     began = time.perf_counter()
     record = fit(model, train, val, train_cfg, seed, device, ckpt_dir, fingerprint, outliers)
+    config = {"classes": classes, "model": model_cfg, "train": train_cfg, **(recorded or {})}
     info = {
         "seed": seed,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -476,17 +491,3 @@ def save_model_dir(model, tokenizer, out_dir: Path, log_rows: list[dict], info: 
             writer.writeheader()
             writer.writerows(log_rows)
     io.write_json(out_dir / "training_info.json", info)
-
-
-def run(snakemake) -> None:
-    """Snakemake entry point (scripts/train.py)."""
-    with io.job_log(snakemake.log[0]):
-        out_dir = Path(snakemake.output["model"]).parent
-        train_seed(
-            snakemake.config,
-            int(snakemake.wildcards.seed),
-            Path(snakemake.input["train"]).parent,
-            out_dir,
-            Path(snakemake.params["checkpoints"]),
-            threads=snakemake.threads,
-        )

@@ -20,7 +20,7 @@ from bertgeom.data.fasta import read_fasta, write_fasta
 from bertgeom.data.ncbi import ncbi_genomes
 from bertgeom.data.synthetic import generate_class, homoplasy_pool
 from bertgeom.data.variants import class_definitions, load_variants, read_reference
-from bertgeom.io import atomic_path, job_log
+from bertgeom.io import atomic_path
 
 log = logging.getLogger("bertgeom.data.download")
 
@@ -140,39 +140,32 @@ def write_genomes(
 
 
 def download(
-    config: dict,
     fasta_out: str | os.PathLike,
     manifest_out: str | os.PathLike,
     reference: str | os.PathLike,
     variants: str | os.PathLike,
+    classes: list[str],
+    data: dict,
     fasta: dict[str, str] | None = None,
     cache_dir: str | os.PathLike | None = None,
+    ncbi_run: dict | None = None,
 ) -> pd.DataFrame:
-    """Make genomes.fasta and manifest.tsv for config data.source (config validated, defaults filled)."""
-    data, classes = config["data"], config["classes"]
+    """Make genomes.fasta and manifest.tsv for `data["source"]`.
+
+    data: {"source", "seed", and the source's settings block: "synthetic" (config data.synthetic)
+    or "ncbi" (config data.ncbi)}; fasta: {class: path} for source fasta; ncbi_run: the NCBI
+    client's execution settings (timeout_s, max_retries, batch_size).
+    """
     source = data["source"]
     log.info("data.source %s, %d classes: %s", source, len(classes), classes)
     if source == "synthetic":
         records = synthetic_genomes(classes, reference, variants, data["synthetic"], data["seed"])
     elif source == "ncbi":
         cache_dir = cache_dir or Path(fasta_out).parent / "ncbi_cache"
-        records = ncbi_genomes(classes, class_definitions(variants, classes), data["ncbi"], data["seed"], cache_dir)
+        settings = {**data["ncbi"], **(ncbi_run or {})}
+        records = ncbi_genomes(classes, class_definitions(variants, classes), settings, data["seed"], cache_dir)
     elif source == "fasta":
-        records = fasta_genomes(classes, fasta if fasta is not None else data["fasta"])
+        records = fasta_genomes(classes, fasta or {})
     else:
         raise ValueError(f"config data.source: unknown source {source!r} (expected synthetic, ncbi or fasta)")
     return write_genomes(records, fasta_out, manifest_out)
-
-
-def run(snakemake) -> None:
-    """Snakemake entry point of rule download."""
-    with job_log(snakemake.log[0]):
-        download(
-            snakemake.config,
-            snakemake.output.fasta,
-            snakemake.output.manifest,
-            snakemake.input.reference,
-            snakemake.input.variants,
-            fasta=dict(snakemake.params.fasta),
-            cache_dir=snakemake.params.cache_dir,
-        )

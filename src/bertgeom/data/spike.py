@@ -38,7 +38,7 @@ import pyarrow as pa
 from bertgeom.data.download import read_manifest, write_tsv
 from bertgeom.data.fasta import read_fasta, reverse_complement
 from bertgeom.data.variants import SPIKE_END, SPIKE_START, read_reference
-from bertgeom.io import job_log, provenance, write_parquet
+from bertgeom.io import provenance, write_parquet
 
 log = logging.getLogger("bertgeom.data.spike")
 
@@ -401,18 +401,18 @@ def _spike_table(spikes: list[tuple]) -> pa.Table:
     )
 
 
-def run(snakemake) -> None:
-    """Snakemake entry point of rule extract_spike."""
-    with job_log(snakemake.log[0]):
-        config = snakemake.config
-        spikes, qc_table = extract_dataset(
-            snakemake.input.genomes,
-            snakemake.input.manifest,
-            snakemake.input.reference,
-            config["classes"],
-            config["qc"],
-            snakemake.threads,
-        )
-        meta = provenance(config, reference=str(snakemake.input.reference), stage="extract_spike")
-        write_parquet(spikes, snakemake.output.spike, meta=meta)
-        write_tsv(qc_table, snakemake.output.qc)
+def extract_spike(
+    genomes: str | os.PathLike,
+    manifest: str | os.PathLike,
+    reference: str | os.PathLike,
+    spike_out: str | os.PathLike,
+    qc_out: str | os.PathLike,
+    classes: list[str],
+    qc: dict,
+    threads: int = 1,
+) -> None:
+    """Rule extract_spike: spike.parquet (passing records) and qc.tsv (every record)."""
+    spikes, qc_table = extract_dataset(genomes, manifest, reference, classes, qc, threads)
+    meta = provenance({"classes": classes, "qc": qc}, reference=str(reference), stage="extract_spike")
+    write_parquet(spikes, spike_out, meta=meta)
+    write_tsv(qc_table, qc_out)

@@ -150,8 +150,8 @@ def metrics_html(table: pd.DataFrame, ci: float = 0.95) -> str:
     )
 
 
-def read_metrics(input) -> list[dict]:
-    return [read_json(path, METRIC_KEYS) for path in input.metrics]
+def read_metrics(paths) -> list[dict]:
+    return [read_json(path, METRIC_KEYS) for path in paths]
 
 
 def validation_table(paths, seeds) -> pd.DataFrame:
@@ -171,13 +171,13 @@ def make_training_curves(input, params) -> plt.Figure:
 
 
 def make_confusion_matrix(input, params) -> plt.Figure:
-    metrics = read_metrics(input)
+    metrics = read_metrics(input.metrics)
     share, counts = confusion_mean(metrics)
     return plot_confusion(share, counts, metrics[0]["classes"], len(metrics))
 
 
 def make_per_class_f1(input, params) -> plt.Figure:
-    metrics = read_metrics(input)
+    metrics = read_metrics(input.metrics)
     return plot_per_class_f1(per_class_table(metrics, list(params.seeds)), metrics[0]["classes"], params.ci)
 
 

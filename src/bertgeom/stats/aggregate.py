@@ -66,11 +66,10 @@ def read_seed_tables(paths: list[str]) -> pd.DataFrame:
     return table
 
 
-def run(snakemake) -> None:
-    """Snakemake entry point of rule `aggregate_seeds`."""
-    ci = snakemake.config.get("stats", {}).get("ci", 0.95)
-    table = read_seed_tables(list(snakemake.input))
+def write_aggregate(paths: list[str], out: str, name: str, ci: float) -> None:
+    """Rule aggregate_seeds: the per-seed tables `paths` of table `name` -> mean and CI in `out`."""
+    table = read_seed_tables(list(paths))
     result = aggregate_seeds(table, ci)
-    meta = provenance(snakemake.config, table=snakemake.wildcards.name, seeds=sorted(int(s) for s in table["seed"].unique()), ci=ci)
-    write_parquet(result, snakemake.output[0], meta=meta)
-    log.info("wrote %s (%d rows from %d seeds)", snakemake.output[0], len(result), table["seed"].nunique())
+    meta = provenance({"ci": ci}, table=name, seeds=sorted(int(s) for s in table["seed"].unique()), ci=ci)
+    write_parquet(result, out, meta=meta)
+    log.info("wrote %s (%d rows from %d seeds)", out, len(result), table["seed"].nunique())

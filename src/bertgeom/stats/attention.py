@@ -499,33 +499,29 @@ def _upstream(path: str) -> dict:
     return {k: upstream[k] for k in ("model_dir", "model_sha256") if k in upstream}
 
 
-def run(snakemake) -> None:
-    """Rule attention_patterns: one seed's patterns, gates, k90 and domain_attention tables."""
-    seed = int(snakemake.wildcards.seed)
-    tables = attention_tables(
-        snakemake.input.summary,
-        snakemake.input.attention,
-        snakemake.input.class_attention,
-        snakemake.input.token_map,
-        snakemake.input.variants,
-        snakemake.params.patterns,
-        snakemake.params.classes,
-        seed,
-        snakemake.params.batch_rows,
-    )
-    meta = provenance(snakemake.config, seed=seed, **_upstream(snakemake.input.attention))
+def write_attention_patterns(
+    summary: str,
+    attention: str,
+    class_attention: str,
+    token_map: str,
+    variants: str,
+    outputs: dict[str, str],
+    patterns: dict,
+    classes: list[str],
+    seed: int,
+    batch_rows: int = 65536,
+) -> None:
+    """Rule attention_patterns: one seed's patterns, gates, k90 and domains tables (`outputs` keys)."""
+    tables = attention_tables(summary, attention, class_attention, token_map, variants, patterns, classes, seed, batch_rows)
+    meta = provenance({"patterns": patterns, "classes": classes}, seed=seed, **_upstream(attention))
     for name, table in tables.items():
-        write_parquet(table, snakemake.output[name], meta=meta)
-        log.info("wrote %s (%d rows)", snakemake.output[name], len(table))
+        write_parquet(table, outputs[name], meta=meta)
+        log.info("wrote %s (%d rows)", outputs[name], len(table))
 
 
-def run_agreement(snakemake) -> None:
+def write_gate_agreement(paths: list[str], out: str) -> None:
     """Rule gate_agreement: label agreement across seeds from every seed's gates table."""
-    gates = pd.concat([pq.read_table(path).to_pandas() for path in snakemake.input], ignore_index=True)
+    gates = pd.concat([pq.read_table(path).to_pandas() for path in paths], ignore_index=True)
     table = gate_agreement(gates)
-    write_parquet(
-        table,
-        snakemake.output[0],
-        meta=provenance(snakemake.config, seeds=sorted(int(s) for s in gates["seed"].unique())),
-    )
-    log.info("wrote %s (%d rows)", snakemake.output[0], len(table))
+    write_parquet(table, out, meta=provenance(None, seeds=sorted(int(s) for s in gates["seed"].unique())))
+    log.info("wrote %s (%d rows)", out, len(table))

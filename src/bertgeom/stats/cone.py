@@ -480,20 +480,19 @@ def stats_provenance(config: dict, seed: int, source: str) -> dict:
     return provenance(config, seed=seed, source=str(source), **{k: upstream[k] for k in ("model_dir", "model_sha256") if k in upstream})
 
 
-def run(snakemake) -> None:
-    """Snakemake entry point of rule `cone_index`."""
-    config = snakemake.config
-    stats = config.get("stats", {})
-    table = cone_table(
-        snakemake.input.summary,
-        snakemake.input.heads,
-        snakemake.input.attention_summary,
-        snakemake.input.tokens,
-        config["classes"],
-        int(snakemake.wildcards.seed),
-        stats.get("batch_rows", 8192),
-        stats.get("outlier_sigma", 3.0),
-    )
-    meta = stats_provenance(config, int(snakemake.wildcards.seed), snakemake.input.summary)
-    write_parquet(table, snakemake.output[0], meta=meta)
-    log.info("wrote %s (%d rows)", snakemake.output[0], len(table))
+def write_cone_index(
+    summary: str,
+    heads: str,
+    attention_summary: str,
+    tokens: str,
+    out: str,
+    classes: list[str],
+    seed: int,
+    outlier_sigma: float,
+    batch_rows: int = 8192,
+) -> None:
+    """Rule cone_index: the tidy cone-index table of one seed, written to `out`."""
+    table = cone_table(summary, heads, attention_summary, tokens, classes, seed, batch_rows, outlier_sigma)
+    meta = stats_provenance({"classes": classes, "outlier_sigma": outlier_sigma}, seed, summary)
+    write_parquet(table, out, meta=meta)
+    log.info("wrote %s (%d rows)", out, len(table))

@@ -224,20 +224,9 @@ def embedding_rows(cloud: dict, x: np.ndarray, classes: list[str], options: dict
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EMBEDDING_COLUMNS[5:])
 
 
-DEFAULTS = {
-    "stages": ["input", "attn_ln", "output"],
-    "pca_components": 10,
-    "probe_folds": 5,
-    "outlier_sigma": 3.0,
-    "tsne_perplexity": 30.0,
-    "tsne_max_points": 2000,
-    "batch_rows": 8192,
-}
-
-
 def _layer_tables(summary, layer, classes, seed, options, n_jobs, rows, embeddings) -> None:
     """Append the distribution rows and 2-D coordinates of one layer (every split, stage, pooling)."""
-    for (split, stage), cloud in load_layer(summary, layer, options["stages"], options["batch_rows"]).items():
+    for (split, stage), cloud in load_layer(summary, layer, options["distribution_stages"], options["batch_rows"]).items():
         y = cloud["label"].astype(int)
         for pooling in POOLINGS:
             log.info("seed %d %s layer %d %s %s: %d points", seed, split, layer, stage, pooling, len(y))
@@ -250,17 +239,17 @@ def _layer_tables(summary, layer, classes, seed, options, n_jobs, rows, embeddin
             embeddings.append(frame)
 
 
-def distribution_tables(summary: str, classes: list[str], seed: int, options: dict | None = None, n_jobs: int = 1):
+def distribution_tables(summary: str, classes: list[str], seed: int, options: dict, n_jobs: int = 1):
     """(distribution table, embedding_2d table) of one seed from summary.parquet.
 
-    options: keys of DEFAULTS (config `stats`: distribution_stages -> stages, and the others).
+    options: config `stats` (distribution_stages, pca_components, probe_folds, outlier_sigma,
+    tsne_perplexity, tsne_max_points, batch_rows).
     """
-    options = {**DEFAULTS, **(options or {})}
     require_columns(summary, ["layer", "stage", "label"])
     meta = pq.read_table(summary, columns=["layer", "stage", "label"])
     layers = np.unique(meta.column("layer").to_numpy())
     present = set(meta.column("stage").to_pylist())
-    missing = [s for s in options["stages"] if s not in present]
+    missing = [s for s in options["distribution_stages"] if s not in present]
     if missing:
         raise ValueError(f"{summary}: stats.distribution_stages {missing} not in the file's stages {sorted(present)}")
     labels = meta.column("label").to_numpy()
@@ -281,16 +270,22 @@ def distribution_tables(summary: str, classes: list[str], seed: int, options: di
     return table, embedding
 
 
-def run(snakemake) -> None:
-    """Snakemake entry point of rule `distribution`."""
-    config = snakemake.config
-    stats = config.get("stats", {})
-    options = {key: stats[key] for key in DEFAULTS if key in stats}
-    if "distribution_stages" in stats:
-        options["stages"] = stats["distribution_stages"]
-    seed = int(snakemake.wildcards.seed)
-    table, embedding = distribution_tables(snakemake.input.summary, config["classes"], seed, options, snakemake.threads)
-    meta = stats_provenance(config, seed, snakemake.input.summary)
-    write_parquet(table, snakemake.output.distribution, meta=meta)
-    write_parquet(embedding, snakemake.output.embedding, meta=meta)
-    log.info("wrote %s (%d rows), %s (%d rows)", snakemake.output.distribution, len(table), snakemake.output.embedding, len(embedding))
+def write_distribution(
+    summary: str,
+    distribution_out: str,
+    embedding_out: str,
+    classes: list[str],
+    seed: int,
+    options: dict,
+    threads: int = 1,
+) -> None:
+    """Rule distribution: the distribution table and the 2-D embeddings of one seed.
+
+    options: config `stats` keys pca_components, probe_folds, outlier_sigma, tsne_perplexity,
+    tsne_max_points, distribution_stages, batch_rows.
+    """
+    table, embedding = distribution_tables(summary, classes, seed, options, threads)
+    meta = stats_provenance({"classes": classes, "stats": options}, seed, summary)
+    write_parquet(table, distribution_out, meta=meta)
+    write_parquet(embedding, embedding_out, meta=meta)
+    log.info("wrote %s (%d rows), %s (%d rows)", distribution_out, len(table), embedding_out, len(embedding))
