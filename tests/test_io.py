@@ -81,6 +81,7 @@ def test_read_tokens_validates_and_names_the_record(tmp_path):
     for name, (path, kwargs, message) in cases.items():
         with pytest.raises(ValueError, match=message):
             io.read_tokens(path, 2, **kwargs)
+    assert io.read_tokens(tmp_path / "l.parquet", None)[0].num_rows == 2  # no classes: labels unchecked
     io.write_parquet(pa.table({"seq_id": ["a"], "label": pa.array([0], pa.int16())}), tmp_path / "cols.parquet")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['input_ids', 'n_tokens'\]"):
         io.read_tokens(tmp_path / "cols.parquet", 2)

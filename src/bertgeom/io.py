@@ -43,6 +43,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs should be readable like any file
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # again: a writer may have replaced the file (safetensors writes 0600)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -244,13 +245,14 @@ def class_name(label, classes: list[str], path: str | os.PathLike) -> str:
 
 
 def read_tokens(
-    path: str | os.PathLike, n_classes: int, columns=("seq_id", "label", "n_tokens"), max_positions: int | None = None
+    path: str | os.PathLike, n_classes: int | None, columns=("seq_id", "label", "n_tokens"), max_positions: int | None = None
 ) -> tuple[pa.Table, int]:
     """`columns` of a tokens file (docs/outputs.md, Tokens), validated, and its max_length.
 
     Checks, before anything is computed: the file and TOKEN_COLUMNS exist, input_ids is
     fixed_size_list<int>[max_length] with max_length <= `max_positions` (the model's positions,
-    when given), and every record has 2 <= n_tokens <= max_length and 0 <= label < n_classes.
+    when given), and every record has 2 <= n_tokens <= max_length and 0 <= label < n_classes
+    (n_classes None: labels unchecked, sequences of no class).
     """
     path = Path(path)
     if not path.is_file():
@@ -268,10 +270,10 @@ def read_tokens(
     table = pq.read_table(path, columns=list(dict.fromkeys([*columns, "seq_id", "label", "n_tokens"])))
     n = table.column("n_tokens").to_numpy()
     labels = table.column("label").to_numpy()
-    for bad, what in (
-        ((n < 2) | (n > width), lambda i: f"n_tokens={n[i]}, expected 2..{width} ([CLS] and [SEP] included)"),
-        ((labels < 0) | (labels >= n_classes), lambda i: f"label {labels[i]}: labels must lie in 0..{n_classes - 1} (config classes)"),
-    ):  # fmt: skip
+    checks = [((n < 2) | (n > width), lambda i: f"n_tokens={n[i]}, expected 2..{width} ([CLS] and [SEP] included)")]
+    if n_classes is not None:
+        checks.append(((labels < 0) | (labels >= n_classes), lambda i: f"label {labels[i]}: labels must lie in 0..{n_classes - 1} (config classes)"))
+    for bad, what in checks:
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise ValueError(f"{path}: record {table.column('seq_id')[first]}: {what(first)}")
