@@ -52,14 +52,13 @@ class Predictor:
 
     def __init__(self, model_dir: str | Path, reference: str | None = None, device: str = "auto"):
         from bertgeom.data.spike import SpikeExtractor
-        from bertgeom.model import load_model
+        from bertgeom.model import load_model, select_device
         from bertgeom.tokens import KmerTokenizer
-        from bertgeom.train import select_device
 
         model_dir = Path(model_dir)
         info = model_dir / "training_info.json"
         config = json.loads(info.read_text()).get("config", {}) if info.is_file() else {}
-        self.device = select_device(device)
+        self.device = select_device(device, "--device")
         self.model = load_model(model_dir, self.device)
         self.tokenizer = KmerTokenizer.load(model_dir)
         self.classes = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
