@@ -42,15 +42,15 @@ VOCAB = 4000
 BATCH = 8
 
 
-def make_model(path: Path) -> None:
-    """The default config's model: bertgeom.model preset `small`, random weights."""
+def make_model(path: Path, preset: str = "small") -> None:
+    """The default config's model: bertgeom.model preset `small` (or `preset`), random weights."""
     import torch
     from transformers import BertForSequenceClassification
 
     from bertgeom.model import scratch_config
 
     torch.manual_seed(0)
-    config = scratch_config("small", CLASSES, VOCAB, pad_id=0, max_length=LENGTH)
+    config = scratch_config(preset, CLASSES, VOCAB, pad_id=0, max_length=LENGTH)
     config._attn_implementation = "eager"
     BertForSequenceClassification(config).save_pretrained(path)
 

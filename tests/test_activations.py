@@ -283,12 +283,12 @@ def test_sufficient_statistics_reproduce_cone_index_from_tokens(dumped):
     per sequence and pooled over sequences (the point of sufficient statistics)."""
     outputs, _ = dumped
     summary = pq.read_table(outputs["summary"]).to_pandas()
-    groups = token_vectors.layer_stage_groups(outputs["tokens"])
-    assert sorted(groups) == sorted((layer, stage) for layer in range(LAYERS) for stage in STAGES)
-    for layer, stage in groups:
+    tokens = token_vectors.TokenFile(outputs["tokens"])
+    assert sorted(tokens.keys()) == sorted((layer, stage) for layer in range(LAYERS) for stage in STAGES)
+    for layer, stage in tokens.keys():
         stats = summary[(summary.layer == layer) & (summary.stage == stage)].set_index("seq_id")
         pooled_unit, pooled_n, pooled_tokens = 0, 0, []
-        for seq, vecs in token_vectors.sequence_vectors(outputs["tokens"], layer, stage, groups):
+        for seq, vecs in tokens.sequences(layer, stage):
             unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
             direct = np.linalg.norm(unit.sum(0)) / len(vecs)
             row = stats.loc[seq]
@@ -317,7 +317,7 @@ def test_token_vectors_are_float16_deviations_from_the_float32_mean(dumped, mode
     _, cap = capture_batch(model, ids, mask)
     summary = pq.read_table(outputs["summary"], filters=[("layer", "=", 1), ("stage", "=", "attn_output")]).to_pandas()
     means = summary.set_index("seq_id")["mean_vec"]
-    table = next(token_vectors.iter_vectors(outputs["tokens"], 1, "attn_output", ["seq_id", "center", "scale", "delta"]))[0]
+    table = next(token_vectors.TokenFile(outputs["tokens"]).vectors(1, "attn_output", ["seq_id", "center", "scale", "delta"]))[0]
     rows = table.to_pandas()
     for b, seq in enumerate(tokens.column("seq_id").to_pylist()[:4]):
         mine = rows[rows.seq_id == seq]
@@ -337,7 +337,7 @@ def test_heads_are_row_slices_of_the_stage_vectors(dumped):
     source = {"q": "q", "k": "k", "v": "v", "context": "z"}
     for layer in range(LAYERS):
         for stage in source:
-            for seq, vecs in token_vectors.sequence_vectors(outputs["tokens"], layer, stage):
+            for seq, vecs in token_vectors.TokenFile(outputs["tokens"]).sequences(layer, stage):
                 for h in range(HEADS):
                     block = vecs[:, h * D_HEAD : (h + 1) * D_HEAD]
                     row = heads.loc[(seq, layer, h, source[stage])]
@@ -485,6 +485,17 @@ def test_duckdb_sql_on_the_dump(dumped):
         assert abs(row["cone"] - expected) < 1e-5
     heads = duckdb.sql(f"SELECT count(*) FROM '{outputs['attention_summary']}' WHERE entropy BETWEEN 0 AND 1").fetchall()[0][0]
     assert heads == N_SEQS * LAYERS * HEADS
+    # the token vectors, x = center + scale * delta, as docs/outputs.md writes the query
+    vectors = duckdb.sql(f"""
+        WITH t AS (SELECT seq_id, position, delta, first_value(center) OVER w AS c, first_value(scale) OVER w AS s
+                   FROM '{outputs["tokens"]}' WHERE layer = 1 AND stage = 'output'
+                   WINDOW w AS (PARTITION BY seq_id ORDER BY position))
+        SELECT seq_id, position, list_transform(delta, lambda d, i: c[i] + s * d) AS x FROM t ORDER BY seq_id, position
+    """).df()
+    expected = dict(token_vectors.TokenFile(outputs["tokens"]).sequences(1, "output"))
+    assert len(vectors) == sum(len(x) for x in expected.values())
+    for seq, rows in vectors.groupby("seq_id"):
+        np.testing.assert_allclose(np.stack(rows["x"].to_numpy()), expected[seq], rtol=1e-6, atol=1e-6)
 
 
 # --- bad input --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch
 from IsoScore.IsoScore import IsoScore as isoscore_package
 
 from bertgeom.io import fixed_size_list, read_metadata, write_parquet
-from bertgeom.token_vectors import layer_stage_groups, sequence_vectors
+from bertgeom.token_vectors import TokenFile
 from bertgeom.stats import cone
 from bertgeom.stats.cone import (
     Moments,
@@ -283,19 +283,21 @@ def test_attention_rows_and_subset_measures(synthetic):
     assert value(table, variant="ours", measure="n_seqs", **where) == 4
     # subset: the first 2 sequences per class, token vectors as written (float32 mean + float16 deviations)
     subset = [s for s in seqs if s["seq_id"].endswith(("-0", "-1"))]
-    x = np.vstack([x for _, x in sequence_vectors(paths["tokens"], 0, "q")])
+    x = np.vstack([x for _, x in TokenFile(paths["tokens"]).sequences(0, "q")])
     exact = np.vstack([s["hidden"][0, "q"][: s["n"]] for s in subset])
     np.testing.assert_allclose(x, exact, atol=4 * 2**-12)  # |x - center| < 4 here
     where = dict(scope="subset", **{"class": "all"}, layer=0, stage="q", variant="ours")
     assert value(table, head=-1, measure="isoscore", **where) == pytest.approx(float(isoscore_package(x)), rel=1e-5)
     assert value(table, head=-1, measure="n_seqs", **where) == len(subset)
-    assert value(table, head=-1, measure="cone_normalised", **where) == pytest.approx(normalised_cone(x), rel=1e-9)
+    # directions from float32 vectors (cone.cloud_moments)
+    assert value(table, head=-1, measure="cone_normalised", **where) == pytest.approx(normalised_cone(x), rel=1e-6)
     head0 = x[:, :D_HEAD]
     assert value(table, head=0, measure="isoscore", **where) == pytest.approx(float(isoscore_package(head0)), rel=1e-5)
     share = top_pc_share_from_cov(np.cov(head0, rowvar=False))
-    assert value(table, head=0, measure="top_pc_share", **where) == pytest.approx(share, rel=1e-9)
+    # the streamed scatter sums float32 products (cone.cloud_moments): ~1e-6 relative to the spread
+    assert value(table, head=0, measure="top_pc_share", **where) == pytest.approx(share, rel=1e-5)
     total = np.trace(np.cov(x, rowvar=False))
-    assert value(table, head=-1, measure="total_variance", **where) == pytest.approx(total, rel=1e-9)
+    assert value(table, head=-1, measure="total_variance", **where) == pytest.approx(total, rel=1e-5)
 
 
 def test_table_does_not_depend_on_batch_size(synthetic):
@@ -385,7 +387,7 @@ def test_nearly_collapsed_cloud_keeps_its_covariance(tmp_path):
     assert abs(np.trace(rounded) / spectrum.sum() - 1) > 0.5  # float16 of x: the spread is rounding
     path = tmp_path / "tokens.parquet"
     write_tokens(path, [{"seq_id": f"s{i}", "label": 0, "layer": 0, "stage": "q", "x": x} for i, x in enumerate(blocks)])
-    acc = cone.subset_moments(str(path), 0, "q", 4, layer_stage_groups(path))
+    acc = cone.subset_moments(TokenFile(path), 0, "q", 4)
     moments = cone.head_scatters(cone.with_all_classes(acc), 4)
     measures = moments["test", 0, 0, "q", -1].spectrum_measures(3.0)
     cov = np.diag(spectrum)
@@ -405,5 +407,5 @@ def test_top_eigenvalue_lanczos_equals_lapack():
     rng = np.random.default_rng(21)
     for scales in (np.ones(300), np.r_[5.0, 3.0, np.linspace(1, 0.1, 298)]):
         cov = np.cov(rng.normal(size=(900, 300)) * scales, rowvar=False)
-        assert cone.top_eigenvalue(cov) == pytest.approx(np.linalg.eigvalsh(cov)[-1], rel=1e-12)
+        assert cone.top_eigenvalue(cov) == pytest.approx(np.linalg.eigvalsh(cov)[-1], rel=1e-10)
     assert cone.top_eigenvalue(np.diag([1.0, 4.0, 2.0])) == pytest.approx(4.0)  # LAPACK below LANCZOS_MIN_DIM

@@ -22,6 +22,7 @@ from the footer and decodes only those, and only the columns it asks for (`layer
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,9 +35,48 @@ from bertgeom.io import to_matrix
 VECTOR_COLUMNS = ("position", "delta", "center", "scale")
 
 
-def layer_stage_groups(path: str | Path) -> dict[tuple[int, str], list[int]]:
-    """{(layer, stage): [row group indices]} of a tokens file, from its footer (min/max statistics)."""
-    meta = pq.ParquetFile(path).metadata
+class TokenFile:
+    """A tokens.parquet opened once: its (layer, stage) row groups (from the footer) and readers.
+
+    keys(): the (layer, stage) pairs present, in the file's order; vectors(layer, stage, columns):
+    (table of `columns`, x [rows, hidden] float64) per row group, memory one row group;
+    sequences(layer, stage): (seq_id, x [n, hidden]) per sequence.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.reader = pq.ParquetFile(self.path, pre_buffer=False)
+        self.groups = _layer_stage_groups(self.reader.metadata, self.path)
+
+    def keys(self) -> list[tuple[int, str]]:
+        return list(self.groups)
+
+    def blocks(self, layer: int, stage: str, columns=()) -> Iterator["Block"]:
+        wanted = list(dict.fromkeys([*columns, *VECTOR_COLUMNS]))
+        for index in self.groups.get((layer, stage), []):
+            table = self.reader.read_row_group(index, columns=wanted)
+            try:
+                yield Block.decode(table, list(columns))
+            except ValueError as err:
+                raise ValueError(f"{self.path}: row group {index}: {err}") from None
+
+    def vectors(self, layer: int, stage: str, columns=()) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        for block in self.blocks(layer, stage, columns):
+            yield block.table, block.vectors()
+
+    def sequences(self, layer: int, stage: str) -> Iterator[tuple[str, np.ndarray]]:
+        for table, x in self.vectors(layer, stage, ["seq_id", "position"]):
+            position = table.column("position").to_numpy()
+            starts = np.flatnonzero(position == 0)
+            seq_ids = table.column("seq_id").to_pylist()
+            for first, end in zip(starts, [*starts[1:], len(x)]):
+                if not np.array_equal(position[first:end], np.arange(end - first)):
+                    raise ValueError(f"{self.path}: sequence {seq_ids[first]} layer {layer} stage {stage}: positions are not 0..n-1")
+                yield seq_ids[first], x[first:end]
+
+
+def _layer_stage_groups(meta: pq.FileMetaData, path: Path) -> dict[tuple[int, str], list[int]]:
+    """{(layer, stage): [row group indices]} from the footer's min/max statistics."""
     names = [meta.schema.column(i).path for i in range(meta.num_columns)]
     missing = [c for c in ("layer", "stage", *VECTOR_COLUMNS) if not any(n == c or n.startswith(f"{c}.") for n in names)]
     if missing:
@@ -57,45 +97,35 @@ def layer_stage_groups(path: str | Path) -> dict[tuple[int, str], list[int]]:
     return dict(groups)
 
 
-def decode(table: pa.Table) -> np.ndarray:
-    """The vectors x [rows, hidden] (float64) of rows holding whole sequences in position order."""
-    position = table.column("position").to_numpy()
-    starts = np.flatnonzero(position == 0)
-    if len(position) and (len(starts) == 0 or starts[0] != 0):
-        raise ValueError("tokens rows do not start at a sequence's position 0 (docs/outputs.md)")
-    center = table.column("center").drop_null()
-    scale = table.column("scale").drop_null().to_numpy().astype(np.float64)
-    if len(center) != len(starts) or len(scale) != len(starts):
-        raise ValueError("tokens rows: center/scale must be set on exactly the rows of position 0")
-    owner = np.cumsum(position == 0) - 1  # [rows]: index of each row's sequence
-    delta = to_matrix(table.column("delta")).astype(np.float64)
-    return to_matrix(center).astype(np.float64)[owner] + scale[owner, None] * delta
+@dataclass
+class Block:
+    """One row group, decoded: the vector of row i is centers[owner[i]] + deviations[i].
 
-
-def iter_vectors(path: str | Path, layer: int, stage: str, columns=(), groups=None) -> Iterator[tuple[pa.Table, np.ndarray]]:
-    """(table of `columns`, x [rows, hidden] float64) per row group of one (layer, stage).
-
-    Memory is one row group. `groups`: the file's layer_stage_groups, when already known.
+    table: the columns asked for; owner [rows]: the row's sequence (0.. in row order); centers
+    [sequences, hidden] float64; deviations [rows, hidden] float32 = scale * delta, exact (scale is
+    a power of two): the deviation from its sequence's mean, never rounded to the vector's norm.
     """
-    groups = layer_stage_groups(path) if groups is None else groups
-    reader = pq.ParquetFile(path, pre_buffer=False)
-    wanted = list(dict.fromkeys([*columns, *VECTOR_COLUMNS]))
-    for index in groups.get((layer, stage), []):
-        table = reader.read_row_group(index, columns=wanted)
-        try:
-            x = decode(table)
-        except ValueError as err:
-            raise ValueError(f"{path}: row group {index}: {err}") from None
-        yield table.select(list(columns)), x
 
+    table: pa.Table
+    owner: np.ndarray
+    centers: np.ndarray
+    deviations: np.ndarray
 
-def sequence_vectors(path: str | Path, layer: int, stage: str, groups=None) -> Iterator[tuple[str, np.ndarray]]:
-    """(seq_id, x [n, hidden] float64) of every sequence of the subset at one (layer, stage)."""
-    for table, x in iter_vectors(path, layer, stage, ["seq_id", "position"], groups):
+    @classmethod
+    def decode(cls, table: pa.Table, columns: list[str]) -> "Block":
         position = table.column("position").to_numpy()
-        starts = np.flatnonzero(position == 0)
-        seq_ids = table.column("seq_id").to_pylist()
-        for first, end in zip(starts, [*starts[1:], len(x)]):
-            if not np.array_equal(position[first:end], np.arange(end - first)):
-                raise ValueError(f"{path}: sequence {seq_ids[first]} layer {layer} stage {stage}: positions are not 0..n-1")
-            yield seq_ids[first], x[first:end]
+        first = position == 0
+        if len(position) and not first[0]:
+            raise ValueError("tokens rows do not start at a sequence's position 0 (docs/outputs.md)")
+        center = table.column("center").drop_null()
+        scale = table.column("scale").drop_null().to_numpy().astype(np.float32)
+        if len(center) != first.sum() or len(scale) != first.sum():
+            raise ValueError("tokens rows: center/scale must be set on exactly the rows of position 0")
+        owner = np.cumsum(first) - 1
+        deviations = to_matrix(table.column("delta")).astype(np.float32)
+        deviations *= scale[owner, None]
+        return cls(table.select(columns), owner, to_matrix(center).astype(np.float64), deviations)
+
+    def vectors(self) -> np.ndarray:
+        """x [rows, hidden] float64."""
+        return self.centers[self.owner] + self.deviations

@@ -32,7 +32,7 @@ from scipy.linalg import orth, subspace_angles
 
 from bertgeom.io import provenance, write_parquet
 from bertgeom.stats.attention import iter_attention
-from bertgeom.token_vectors import layer_stage_groups, sequence_vectors
+from bertgeom.token_vectors import TokenFile
 
 log = logging.getLogger(__name__)
 
@@ -236,13 +236,13 @@ def data_rows(layers: list[dict[str, np.ndarray]], n_heads: int, tokens: str, at
     time (bertgeom.token_vectors): memory does not grow with the number of sequences.
     """
     values: dict[tuple, list[float]] = {}
-    groups = layer_stage_groups(tokens)
-    inputs = sorted(layer for layer, stage in groups if stage == "input")
+    vectors = TokenFile(tokens)
+    inputs = sorted(layer for layer, stage in vectors.keys() if stage == "input")
     if not inputs:
         raise ValueError(f"{tokens}: no rows of stage 'input' (config activations.token_stages must include input)")
     for layer in inputs:
         log.info("directionality: Q K^T of layer %d", layer)
-        for seq_id, x in sequence_vectors(tokens, layer, "input", groups):
+        for seq_id, x in vectors.sequences(layer, "input"):
             if layer >= len(layers) or x.shape[1] != layers[layer]["wq"].shape[1]:
                 raise ValueError(f"{tokens}: sequence {seq_id} layer {layer} does not fit the model (hidden {x.shape[1]})")
             for variant in (OURS, ORIGINAL):
