@@ -308,12 +308,3 @@ def make_attention_entropy(input, params) -> plt.Figure:
 def make_domain_attention(input, params) -> plt.Figure:
     domains = per_seed(input.domains, params.seeds, read_parquet, columns=DOMAIN_COLUMNS[1:])
     return plot_domain_attention(domains, [d.name for d in spike_domains(input.variants)])
-
-
-FIGURES = {
-    "gate_grid": make_gate_grid,
-    "k90_violins": make_k90_violins,
-    "attention_gallery": make_attention_gallery,
-    "attention_entropy": make_attention_entropy,
-    "domain_attention": make_domain_attention,
-}
