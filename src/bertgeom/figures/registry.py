@@ -26,6 +26,8 @@ SEED_FIELDS = ("seed", "example_seed")
 
 @dataclass(frozen=True)
 class Figure:
+    """One registry entry (the fields: docs/figures.md, "Adding a figure")."""
+
     id: str  # rule fig_<id>, results/figures/<id>.png and .pdf, caption report/<id>.rst
     draw: str  # "<module>.<function>" of bertgeom.figures
     category: str  # the report's category ("5. Attention patterns") and subcategory ("Gates")
