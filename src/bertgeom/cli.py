@@ -36,6 +36,18 @@ def find_reference(given: str | None, training_config: dict) -> Path:
     raise FileNotFoundError(f"reference FASTA {name!r} not found; pass --reference PATH to NC_045512.2.fasta")
 
 
+def training_config(model_dir: Path) -> dict:
+    """The config a model was trained with (training_info.json): its QC settings and reference are
+    applied to new genomes, so a model directory without it is an error, not a silent default."""
+    path = Path(model_dir) / "training_info.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{model_dir}: not a trained model directory (missing training_info.json: the QC settings "
+            f"and reference of the training run, which predict applies to new genomes)"
+        )
+    return json.loads(path.read_text()).get("config", {})
+
+
 def predict_records(
     records: list[tuple[str, str]],
     model_dir: str | Path,
@@ -54,8 +66,7 @@ def predict_records(
     from bertgeom.train import select_device
 
     model_dir = Path(model_dir)
-    info_path = model_dir / "training_info.json"
-    config = json.loads(info_path.read_text()).get("config", {}) if info_path.is_file() else {}
+    config = training_config(model_dir)
     qc = {
         k: v
         for k, v in config.get("qc", {}).items()
