@@ -158,6 +158,18 @@ def fasta_error(tmp: Path, content: bytes | str | None, name: str = "in.fasta") 
     return _error(lambda: list(read_fasta(name)))
 
 
+BAD_FASTA = {  # what is wrong: (content, file name)
+    "no such file": (None,),
+    "neither text nor gzip": (b"\x1f\x8b\x08garbage", "in.fasta.gz"),
+    "a line before the first header": ("ACGT\n>a\nACGT\n",),
+    "no records": ("",),
+    "a header without an id": (">\nACGT\n",),
+    "an id twice in a file": (">a\nACGT\n>a\nACGT\n",),
+    "a record without sequence": (">a\n>b\nACGT\n",),
+    "characters that are not IUPAC nucleotide codes": (">a\nACGTX!\n",),
+}
+
+
 def not_variants(tmp: Path) -> str:
     from bertgeom.data.variants import load_variants
 
@@ -172,11 +184,12 @@ def reference_error(tmp: Path, content: str) -> str:
     return _error(SpikeExtractor, "reference.fasta")
 
 
-def variants_error(tmp: Path, profile: dict) -> str:
+def variants_error(tmp: Path, **changes) -> str:
+    """The error of a variants.yaml class Alpha with one profile of `changes` (none: no profile)."""
     from bertgeom.data.synthetic import class_profiles
     from bertgeom.data.variants import read_reference
 
-    class_def = {"name": "Alpha", "profiles": [profile] if profile else []}
+    class_def = {"name": "Alpha", "profiles": [{"lineage": "B.1.1.7", **changes}] if changes else []}
     return _error(class_profiles, read_reference(REFERENCE), class_def, "variants.yaml")
 
 
@@ -289,6 +302,14 @@ def predict(tmp: Path, *args: str) -> str:
     return stderr.getvalue().strip()
 
 
+def predict_model(tmp: Path, *args: str, remove: str | None = None) -> str:
+    """`bertgeom predict` with model_dir(tmp) (without its file `remove`)."""
+    model_dir(tmp)
+    if remove:
+        (tmp / "model" / remove).unlink()
+    return predict(tmp, "--model", "model", *args)
+
+
 def predict_rejects(tmp: Path) -> str:
     """Records without a usable spike, one per QC reason: each is a line on stderr (exit status 1)."""
     from bertgeom.data.fasta import write_fasta
@@ -305,9 +326,8 @@ def predict_rejects(tmp: Path) -> str:
         ("stop", spike[:1800] + "TAA" + spike[1803:]),
         ("too_long", spike[:1800] + "GCT" * 30 + spike[1800:]),
     ]
-    model_dir(tmp)
     write_fasta(tmp / "records.fasta", records)
-    return predict(tmp, "--model", "model", "--fasta", "records.fasta")
+    return predict_model(tmp, "--fasta", "records.fasta")
 
 
 def damaged_checkpoint(tmp: Path, part: str) -> str:
@@ -376,19 +396,12 @@ SECTIONS = {
         Row("data.reference: no sequence", lambda tmp: reference_error(tmp, ">ref\n")),
         Row("data.reference: not NC_045512.2", lambda tmp: reference_error(tmp, ">ref\n" + "ACGT" * 7500 + "\n")),
         Row("data.variants: not a variants file", not_variants),
-        Row("data.variants: a substitution not written REF<pos>ALT", lambda tmp: variants_error(tmp, {"lineage": "B.1.1.7", "substitutions": ["C3267"]})),
-        Row("data.variants: a substitution the reference disagrees with", lambda tmp: variants_error(tmp, {"lineage": "B.1.1.7", "substitutions": ["A3267T"]})),
-        Row("data.variants: a deletion outside the genome", lambda tmp: variants_error(tmp, {"lineage": "B.1.1.7", "deletions": [{"start": 29900, "length": 10}]})),
-        Row("data.variants: an insertion outside the genome or not ACGT", lambda tmp: variants_error(tmp, {"lineage": "B.1.1.7", "insertions": [{"after": 100, "bases": "AXG"}]})),
-        Row("data.variants: a class without profiles (synthetic data)", lambda tmp: variants_error(tmp, {})),
-        Row("data.fasta: no such file", lambda tmp: fasta_error(tmp, None)),
-        Row("data.fasta: neither text nor gzip", lambda tmp: fasta_error(tmp, b"\x1f\x8b\x08garbage", "in.fasta.gz")),
-        Row("data.fasta: a line before the first header", lambda tmp: fasta_error(tmp, "ACGT\n>a\nACGT\n")),
-        Row("data.fasta: no records", lambda tmp: fasta_error(tmp, "")),
-        Row("data.fasta: a header without an id", lambda tmp: fasta_error(tmp, ">\nACGT\n")),
-        Row("data.fasta: an id twice in a file", lambda tmp: fasta_error(tmp, ">a\nACGT\n>a\nACGT\n")),
-        Row("data.fasta: a record without sequence", lambda tmp: fasta_error(tmp, ">a\n>b\nACGT\n")),
-        Row("data.fasta: characters that are not IUPAC nucleotide codes", lambda tmp: fasta_error(tmp, ">a\nACGTX!\n")),
+        Row("data.variants: a substitution not written REF<pos>ALT", lambda tmp: variants_error(tmp, substitutions=["C3267"])),
+        Row("data.variants: a substitution the reference disagrees with", lambda tmp: variants_error(tmp, substitutions=["A3267T"])),
+        Row("data.variants: a deletion outside the genome", lambda tmp: variants_error(tmp, deletions=[{"start": 29900, "length": 10}])),
+        Row("data.variants: an insertion outside the genome or not ACGT", lambda tmp: variants_error(tmp, insertions=[{"after": 100, "bases": "AXG"}])),
+        Row("data.variants: a class without profiles (synthetic data)", variants_error),
+        *(Row(f"data.fasta: {what}", lambda tmp, c=content: fasta_error(tmp, *c)) for what, content in BAD_FASTA.items()),
         Row("data.fasta: an id in two files", same_id_in_two_files),
         Row("model.pretrained: not a local BERT directory and not loadable from the hub", lambda tmp: pretrained_error(tmp, None)),
         Row("model.pretrained: a vocabulary without the special tokens", lambda tmp: pretrained_error(tmp, "a\nb\n")),
@@ -410,12 +423,10 @@ SECTIONS = {
     PREDICT: [
         Row("--model: without training_info.json (or not a model directory at all)",
             lambda tmp: predict(tmp, "--model", ".", "--fasta", "in.fasta")),
-        Row("--model: without its weights (or config.json)", lambda tmp: (
-            model_dir(tmp), (tmp / "model" / "model.safetensors").unlink(), predict(tmp, "--model", "model", "--fasta", "in.fasta"))[2]),
-        Row("--fasta: no such file (and every data.fasta error above)", lambda tmp: (
-            model_dir(tmp), predict(tmp, "--model", "model", "--fasta", "missing.fasta"))[1]),
-        Row("--reference: no such file", lambda tmp: (
-            model_dir(tmp), predict(tmp, "--model", "model", "--fasta", "in.fasta", "--reference", "none.fasta"))[1]),
+        Row("--model: without its weights (or config.json)",
+            lambda tmp: predict_model(tmp, "--fasta", "in.fasta", remove="model.safetensors")),
+        Row("--fasta: no such file (and every data.fasta error above)", lambda tmp: predict_model(tmp, "--fasta", "missing.fasta")),
+        Row("--reference: no such file", lambda tmp: predict_model(tmp, "--fasta", "in.fasta", "--reference", "none.fasta")),
         Row("records without a usable spike (exit status 1; the others are classified)", predict_rejects),
     ],
     STATE: [

@@ -104,6 +104,7 @@ def two_epochs(tiny_run, tmp_path_factory):
     return reference, run, config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["killed mid-epoch", "JSON cut short", "weights cut short"])
 def test_killed_training_heals(two_epochs, damage, tmp_path):
     """The rerun resumes from epoch 1, or, when the checkpoint is damaged, logs its path, discards it
@@ -129,6 +130,7 @@ def test_killed_training_heals(two_epochs, damage, tmp_path):
 # --- activations dump killed mid-write; a job killed after its work -------------------------------
 
 
+@pytest.mark.slow
 def test_dump_killed_mid_write(tiny_run, copy_of_tiny_run, tmp_path):
     """No partial Parquet is left; the rerun removes the kill's temporaries and writes the same files."""
     run, trace = copy_of_tiny_run, tmp_path / "trace"
@@ -148,6 +150,7 @@ def test_dump_killed_mid_write(tiny_run, copy_of_tiny_run, tmp_path):
     assert_nothing_to_do(run, target)
 
 
+@pytest.mark.slow
 def test_job_killed_after_its_work(tiny_run, copy_of_tiny_run, tmp_path):
     """evaluate is SIGKILLed once its outputs are complete, before Snakemake records the job: the run
     fails, the rerun redoes the job, and the outputs are those of the finished run."""
@@ -211,6 +214,7 @@ cp -a "$DUMP" "$HEALED"
 """
 
 
+@pytest.mark.slow
 def test_disk_full_fails_cleanly_then_heals(tiny_run, copy_of_tiny_run, tmp_path):
     """The dump's folder on a 1 MiB tmpfs (in a user and mount namespace): the job fails with ENOSPC,
     leaving nothing in the folder; with space again, the same rerun writes the finished run's files."""
@@ -235,6 +239,7 @@ def test_disk_full_fails_cleanly_then_heals(tiny_run, copy_of_tiny_run, tmp_path
 # --- two concurrent runs ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_run_is_locked_out(tiny_run, copy_of_tiny_run, tmp_path):
     """While one run's job is running, a second run on the same folder fails at once (Snakemake's
     lock) and changes nothing; the first one finishes as if alone."""
@@ -266,6 +271,7 @@ def test_a_second_run_is_locked_out(tiny_run, copy_of_tiny_run, tmp_path):
 # --- a deleted intermediate -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_deleted_intermediate_rebuilds_only_dependents(tiny_run, copy_of_tiny_run):
     run = copy_of_tiny_run
     deleted = run / "results/stats/all_seeds/cone_index.parquet"
@@ -302,6 +308,7 @@ def bad_setting_runs(tmp_path_factory) -> dict:
         return dict(zip(BAD_SETTINGS, pool.map(attempt, BAD_SETTINGS)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(BAD_SETTINGS))
 def test_bad_setting_is_rejected_before_the_first_job(name, bad_setting_runs):
     """Rejected when the workflow is parsed, with the message of docs/errors.md: no job ran (nothing

@@ -6,6 +6,7 @@ import logging
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,12 @@ def test_job_log_sweeps_its_outputs_first(tmp_path):
     other.write_bytes(b"another job's")
     with io.job_log(tmp_path / "job.log", outputs=[str(out)]):
         assert not stale.exists() and other.exists()
+
+
+def test_every_job_sweeps_its_outputs():
+    """Every rule's script opens its job with job_log(..., outputs=smk.output), so that a rerun of any
+    job removes what a killed run of it left (the scripts are the workflow's only jobs)."""
+    scripts = sorted((Path(__file__).parents[1] / "scripts").glob("*.py"))
+    assert scripts
+    missing = [p.name for p in scripts if "with job_log(smk.log[0], outputs=smk.output):" not in p.read_text()]
+    assert missing == []
