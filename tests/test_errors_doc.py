@@ -99,6 +99,8 @@ BAD_SETTINGS = {
     "splits too small for one sequence per class": BadSetting({"tokens.val_fraction": 0.08}),
     "data.reference not found": BadSetting({"data.reference": "missing.fasta"}),
     "data.variants not found": BadSetting({"data.variants": "missing.yaml"}),
+    "data.variants not YAML": BadSetting({"data.variants": "broken.yaml"}, {"broken.yaml": lambda: "classes: [a, b\n"}),
+    "data.variants not a variants file": BadSetting({"data.variants": "other.yaml"}, {"other.yaml": lambda: "a: 1\n"}),
     "classes not in the variants file (synthetic or ncbi data)": BadSetting({"classes": ["GH", "Zeta"]}),
     "ncbi data: a class without Pango lineages": BadSetting(
         {"data.source": "ncbi", "data.variants": "no_lineages.yaml"}, {"no_lineages.yaml": _variants_without_lineages}
@@ -168,13 +170,6 @@ BAD_FASTA = {  # what is wrong: (content, file name)
     "a record without sequence": (">a\n>b\nACGT\n",),
     "characters that are not IUPAC nucleotide codes": (">a\nACGTX!\n",),
 }
-
-
-def not_variants(tmp: Path) -> str:
-    from bertgeom.data.variants import load_variants
-
-    Path("v.yaml").write_text("classes: []\n")
-    return _error(load_variants, "v.yaml")
 
 
 def reference_error(tmp: Path, content: str) -> str:
@@ -395,7 +390,6 @@ SECTIONS = {
         Row("data.reference: not FASTA", lambda tmp: reference_error(tmp, "hello\n")),
         Row("data.reference: no sequence", lambda tmp: reference_error(tmp, ">ref\n")),
         Row("data.reference: not NC_045512.2", lambda tmp: reference_error(tmp, ">ref\n" + "ACGT" * 7500 + "\n")),
-        Row("data.variants: not a variants file", not_variants),
         Row("data.variants: a substitution not written REF<pos>ALT", lambda tmp: variants_error(tmp, substitutions=["C3267"])),
         Row("data.variants: a substitution the reference disagrees with", lambda tmp: variants_error(tmp, substitutions=["A3267T"])),
         Row("data.variants: a deletion outside the genome", lambda tmp: variants_error(tmp, deletions=[{"start": 29900, "length": 10}])),

@@ -158,36 +158,48 @@ def check_config(config: dict, basedir: str | Path = ROOT) -> None:
 
 
 def _data_files(config: dict, basedir: Path) -> Iterator[str]:
-    """The reference and variants files exist; the FASTA files of source fasta, one per class; for the
-    synthetic and ncbi sources every class is defined in the variants file (with Pango lineages for ncbi)."""
-    from bertgeom.data.download import check_fasta_config
-    from bertgeom.data.variants import class_definitions
-
+    """The reference exists; the variants file exists and is one; the FASTA files of source fasta, one
+    per class; for the synthetic and ncbi sources every class is defined in the variants file (with
+    Pango lineages for ncbi)."""
     data, classes = config["data"], config["classes"]
     where = f"(a relative path is looked up in the working directory, then in {basedir})"
     for key in ("reference", "variants"):
         if not resolve_path(data[key], basedir).is_file():
             yield f"config data.{key}: file {data[key]!r} not found {where}"
     if data["source"] == "fasta":
-        try:
-            check_fasta_config(classes, data["fasta"])
-        except ValueError as err:
-            yield str(err)
-        for name, path in data["fasta"].items():
-            if name in classes and not resolve_path(path, basedir).is_file():
-                yield f"config data.fasta.{name}: file {path!r} not found {where}"
-        return
+        yield from _fasta_files(classes, data["fasta"], basedir, where)
     variants = resolve_path(data["variants"], basedir)
-    if not variants.is_file():
-        return
+    if variants.is_file():
+        yield from _class_definitions(classes, data["source"], variants)
+
+
+def _fasta_files(classes: list[str], fasta: dict, basedir: Path, where: str) -> Iterator[str]:
+    from bertgeom.data.download import check_fasta_config
+
     try:
-        definitions = class_definitions(str(variants), classes)
+        check_fasta_config(classes, fasta)
     except ValueError as err:
-        yield f"config classes ({data['source']} data): {err}"
+        yield str(err)
+    for name, path in fasta.items():
+        if name in classes and not resolve_path(path, basedir).is_file():
+            yield f"config data.fasta.{name}: file {path!r} not found {where}"
+
+
+def _class_definitions(classes: list[str], source: str, variants: Path) -> Iterator[str]:
+    from bertgeom.data.variants import class_definitions, load_variants
+
+    try:
+        load_variants(str(variants))
+        definitions = class_definitions(str(variants), classes) if source != "fasta" else []
+    except yaml.YAMLError as err:
+        yield f"config data.variants: {variants} is not YAML ({' '.join(str(err).split())})"
+        return
+    except ValueError as err:
+        yield f"config classes, data.variants ({source} data): {err}"
         return
     lineageless = [d["name"] for d in definitions if not d.get("pango_lineages")]
-    if data["source"] == "ncbi" and lineageless:
-        yield f"config classes: {lineageless} have no pango_lineages in {data['variants']} to query NCBI with"
+    if source == "ncbi" and lineageless:
+        yield f"config classes: {lineageless} have no pango_lineages in {variants.name} to query NCBI with"
 
 
 def _split_sizes(config: dict, basedir: Path) -> Iterator[str]:
