@@ -286,23 +286,28 @@ def model_dir(tmp: Path) -> Path:
     return directory
 
 
-def predict(tmp: Path, *args: str) -> str:
-    """What `bertgeom predict` prints on stderr (in tmp, so that paths show relative)."""
+OPEN_SET_WARNING = "has no open_set.json"
+
+
+def predict(tmp: Path, *args: str, warning: bool = False) -> str:
+    """What `bertgeom predict` prints on stderr about the input (in tmp, so that paths show relative):
+    its errors and rejected records, or (warning) its warning about a model without an open set."""
     from bertgeom.cli import main
 
     stderr = std_io.StringIO()
     Path("in.fasta").write_text(">x\nACGT\n")
     with contextlib.chdir(tmp), contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(std_io.StringIO()):
         main(["predict", "--device", "cpu", *args])
-    return stderr.getvalue().strip()
+    lines = stderr.getvalue().splitlines()
+    return "\n".join(line for line in lines if (OPEN_SET_WARNING in line) == warning and " records in " not in line)
 
 
-def predict_model(tmp: Path, *args: str, remove: str | None = None) -> str:
+def predict_model(tmp: Path, *args: str, remove: str | None = None, warning: bool = False) -> str:
     """`bertgeom predict` with model_dir(tmp) (without its file `remove`)."""
     model_dir(tmp)
     if remove:
         (tmp / "model" / remove).unlink()
-    return predict(tmp, "--model", "model", *args)
+    return predict(tmp, "--model", "model", *args, warning=warning)
 
 
 def predict_rejects(tmp: Path) -> str:
@@ -320,6 +325,7 @@ def predict_rejects(tmp: Path) -> str:
         ("frameshift", spike[:1800] + spike[1801:]),
         ("stop", spike[:1800] + "TAA" + spike[1803:]),
         ("too_long", spike[:1800] + "GCT" * 30 + spike[1800:]),
+        ("odd", spike[:1800] + "X!" + spike[1800:]),
     ]
     write_fasta(tmp / "records.fasta", records)
     return predict_model(tmp, "--fasta", "records.fasta")
@@ -421,7 +427,10 @@ SECTIONS = {
             lambda tmp: predict_model(tmp, "--fasta", "in.fasta", remove="model.safetensors")),
         Row("--fasta: no such file (and every data.fasta error above)", lambda tmp: predict_model(tmp, "--fasta", "missing.fasta")),
         Row("--reference: no such file", lambda tmp: predict_model(tmp, "--fasta", "in.fasta", "--reference", "none.fasta")),
-        Row("records without a usable spike (exit status 1; the others are classified)", predict_rejects),
+        Row("--batch-size below 1", lambda tmp: predict_model(tmp, "--fasta", "in.fasta", "--batch-size", "0")),
+        Row("--model: without open_set.json (a warning: no 'unassigned' answers)",
+            lambda tmp: predict_model(tmp, "--fasta", "in.fasta", warning=True)),
+        Row("records without a usable spike (rows with status reject and the reason; exit status 0)", predict_rejects),
     ],
     STATE: [
         Row("a checkpoint's JSON cut short", lambda tmp: damaged_checkpoint(tmp, "json")),

@@ -47,6 +47,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs should be readable like any file
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # again: a writer may have replaced the file (safetensors writes 0600)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
