@@ -348,7 +348,7 @@ rule fig_attention_gallery:
 
 rule fig_attention_entropy:
     input:
-        patterns=seed_files("results/stats/seed{seed}/attention_patterns.parquet"),
+        patterns="results/stats/all_seeds/attention_patterns.parquet",
         code=figure_code("attention"),
     output:
         png=report(
@@ -363,7 +363,7 @@ rule fig_attention_entropy:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        **figure_params("attention_entropy", seeds=SEEDS, ci=SETTINGS.get("stats.ci")),
+        **figure_params("attention_entropy", ci=SETTINGS.get("stats.ci")),
     script:
         "../scripts/figure.py"
 
@@ -394,7 +394,7 @@ rule fig_domain_attention:
 # ---- 6. Directionality ------------------------------------------------------------------------------
 rule fig_directionality_index:
     input:
-        directionality=seed_files("results/stats/seed{seed}/directionality.parquet"),
+        directionality="results/stats/all_seeds/directionality.parquet",
         code=figure_code("directionality"),
     output:
         png=report(
@@ -409,14 +409,14 @@ rule fig_directionality_index:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        **figure_params("directionality_index", seeds=SEEDS),
+        **figure_params("directionality_index"),
     script:
         "../scripts/figure.py"
 
 
 rule fig_directionality_spectrum:
     input:
-        directionality=seed_files("results/stats/seed{seed}/directionality.parquet"),
+        directionality="results/stats/all_seeds/directionality.parquet",
         code=figure_code("directionality"),
     output:
         png=report(
@@ -431,16 +431,14 @@ rule fig_directionality_spectrum:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        **figure_params(
-            "directionality_spectrum", seeds=SEEDS, ci=SETTINGS.get("stats.ci")
-        ),
+        **figure_params("directionality_spectrum", ci=SETTINGS.get("stats.ci")),
     script:
         "../scripts/figure.py"
 
 
 rule fig_directionality_original:
     input:
-        directionality=seed_files("results/stats/seed{seed}/directionality.parquet"),
+        directionality="results/stats/all_seeds/directionality.parquet",
         code=figure_code("directionality"),
     output:
         png=report(
@@ -455,6 +453,6 @@ rule fig_directionality_original:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        **figure_params("directionality_original", seeds=SEEDS),
+        **figure_params("directionality_original"),
     script:
         "../scripts/figure.py"

@@ -254,16 +254,15 @@ def ncbi_error(tmp: Path, kind: str) -> str:
         return _error(client.lineage_accessions, "L.1")
 
 
-def no_cuda(stage: str) -> str:
-    """The device picker of `stage` asked for cuda on a machine without CUDA."""
+def no_cuda(key: str) -> str:
+    """The device picker asked for cuda (config `key`) on a machine without CUDA."""
     import torch
 
-    from bertgeom.activations import pick_device
-    from bertgeom.train import select_device
+    from bertgeom.model import select_device
 
     available, torch.cuda.is_available = torch.cuda.is_available, lambda: False
     try:
-        return _error({"train": select_device, "activations": pick_device}[stage], "cuda")
+        return _error(select_device, "cuda", f"config {key}")
     finally:
         torch.cuda.is_available = available
 
@@ -417,8 +416,7 @@ SECTIONS = {
         Row("data.source ncbi: an HTTP error that is no use retrying (4xx)", lambda tmp: ncbi_error(tmp, "4xx")),
         Row("data.source ncbi: retries used up (429, 5xx, timeouts, broken zips)", lambda tmp: ncbi_error(tmp, "retries")),
         Row("data.source ncbi: no genome for a class", lambda tmp: ncbi_error(tmp, "empty class")),
-        Row("train.device cuda without a CUDA device", lambda tmp: no_cuda("train")),
-        Row("activations.device cuda without a CUDA device", lambda tmp: no_cuda("activations")),
+        Row("train.device (or activations.device) cuda without a CUDA device", lambda tmp: no_cuda("train.device")),
     ],
     PREDICT: [
         Row("--model: without training_info.json (or not a model directory at all)",

@@ -300,3 +300,16 @@ def test_damaged_checkpoint_is_discarded_for_the_one_before(tokens, tmp_path, mo
     assert info["resumed_from_epoch"] == 1
     assert f"{latest}: unreadable" in caplog.text and "discarded" in caplog.text
     assert io.sha256_file(tmp_path / "m" / "model.safetensors") == io.sha256_file(tmp_path / "whole" / "model.safetensors")
+
+
+def test_select_device_names_the_setting(monkeypatch):
+    """One device picker (bertgeom.model.select_device) for training, evaluation, the dump and predict."""
+    from bertgeom.model import select_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    assert select_device("cpu", "config train.device") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"config activations\.device: 'cuda' requested but torch sees no CUDA device"):
+        select_device("cuda", "config activations.device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("cuda")

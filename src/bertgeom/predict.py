@@ -64,13 +64,12 @@ class Predictor:
 
     def __init__(self, model_dir: str | Path, reference: str | None = None, device: str = "auto"):
         from bertgeom.data.spike import SpikeExtractor
-        from bertgeom.model import load_model
+        from bertgeom.model import load_model, select_device
         from bertgeom.tokens import KmerTokenizer
-        from bertgeom.train import select_device
 
         model_dir = Path(model_dir)
         config = training_settings(model_dir)
-        self.device = select_device(device)
+        self.device = select_device(device, "--device")
         self.model = load_model(model_dir, self.device)
         self.tokenizer = KmerTokenizer.load(model_dir)
         self.classes = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -33,7 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from bertgeom import io, resumable
 from bertgeom.handoff import add_remote_tokenizer, make_readable
-from bertgeom.model import autocast, build_model, count_parameters, predict_probs, trim_batch
+from bertgeom.model import autocast, build_model, count_parameters, predict_probs, select_device, trim_batch
 from bertgeom.tokens import TOKENIZER_NAMES, KmerTokenizer
 
 log = logging.getLogger("bertgeom.train")
@@ -63,28 +62,14 @@ class Split:
 
 
 def load_split(path: str | Path, n_classes: int, labelled: bool = True) -> Split:
-    """A tokens parquet (docs/outputs.md: seq_id, label, input_ids, n_tokens) as tensors.
+    """A tokens parquet (docs/outputs.md: seq_id, label, input_ids, n_tokens), validated, as tensors.
 
     labelled=False: the labels are not checked (background sequences for outlier exposure).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: tokens file not found (run the tokens stage first)")
-    table = pq.read_table(path)
-    missing = {"seq_id", "label", "input_ids", "n_tokens"} - set(table.column_names)
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)}; expected the tokens format of docs/outputs.md")
+    table, _ = io.read_tokens(path, n_classes if labelled else None, columns=io.TOKEN_COLUMNS)
     ids = io.to_matrix(table["input_ids"])
     n_tokens = table["n_tokens"].to_numpy().astype(np.int64)
     labels = table["label"].to_numpy().astype(np.int64)
-    if labelled and len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(
-            f"{path}: labels must lie in 0..{n_classes - 1} (config classes), found {labels.min()}..{labels.max()}"
-        )
-    if len(n_tokens) and (n_tokens.min() < 2 or n_tokens.max() > ids.shape[1]):
-        raise ValueError(
-            f"{path}: n_tokens must lie in 2..{ids.shape[1]} (max_length), found {n_tokens.min()}..{n_tokens.max()}"
-        )
     return Split(
         torch.from_numpy(np.array(ids, dtype=np.int32, order="C")),  # a writable copy
         torch.from_numpy(n_tokens),
@@ -101,14 +86,6 @@ def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarr
     """
     order = np.random.default_rng([seed, epoch]).permutation(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def select_device(name: str = "auto") -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device: cuda requested but torch sees no CUDA device")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def configure_torch(device: torch.device, threads: int, deterministic: bool) -> None:
@@ -428,7 +405,7 @@ def train_seed(
     outlier exposure (train_cfg outlier_weight, default 0.5); None: none.
     """
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
-    device = select_device(train_cfg["device"])
+    device = select_device(train_cfg["device"], "config train.device")
     configure_torch(device, threads, train_cfg["deterministic"])
     tokenizer = KmerTokenizer.load(tokenizer_dir)
     train = load_split(train_path, len(classes))
