@@ -15,7 +15,10 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 )
 sys.path.insert(0, SRC)
-from bertgeom.config import Settings
+from bertgeom.config import Settings, check_config, resolve_path
+
+# What the schema cannot express (constraints between keys, files the config names): before any job.
+check_config(config, workflow.basedir)
 
 # --- config -> params ----------------------------------------------------------------------------
 # Every setting a job uses reaches it through `params:`, canonical (sorted keys, schema-typed numbers:
@@ -59,10 +62,7 @@ def figure_params(figure_id, **extra):
 
 def resolve(path):
     """A config path: as given if it exists from the working directory, else from the workflow's."""
-    path = Path(path)
-    if path.is_absolute() or path.exists():
-        return str(path)
-    return str(Path(workflow.basedir) / path)
+    return str(resolve_path(path, workflow.basedir))
 
 
 def final_outputs():
@@ -163,15 +163,10 @@ def seed_files(pattern):
 
 
 def example_seed():
-    """The seed whose model the single-model figures show (figures.example_seed, else the first seed)."""
-    seed = config["figures"].get("example_seed")
-    if seed is None:
-        return SEEDS[0]
-    if seed not in SEEDS:
-        raise ValueError(
-            f"config figures.example_seed: {seed} is not one of train.seeds {SEEDS}"
-        )
-    return seed
+    """The seed whose model the single-model figures show (figures.example_seed, else the first seed;
+    check_config has made sure it is one of train.seeds)."""
+    seed = config["figures"]["example_seed"]
+    return SEEDS[0] if seed is None else seed
 
 
 def figure_code(module):

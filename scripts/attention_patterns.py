@@ -4,7 +4,7 @@ from bertgeom.io import job_log
 from bertgeom.stats.attention import write_attention_patterns
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     write_attention_patterns(
         summary=smk.input.summary,
         attention=smk.input.attention,
