@@ -4,6 +4,7 @@ gate agreement, and the per-seed tables written from small files in the docs/out
 import math
 from itertools import combinations
 from math import ceil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,11 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 from snakemake.utils import validate
 
+from bertgeom.data.variants import spike_domains
 from bertgeom.io import read_metadata, write_parquet
 from bertgeom.stats import attention as att
+from bertgeom.tokens import token_map
 
 N = 122  # [CLS] + 120 k-mers + [SEP]
-DOMAINS = ["SP", "NTD", "RBD", "FP", "HR1", "HR2", "TM", "CT", "S1", "S2"]
+DOMAINS = ["SP", "NTD", "RBD", "S1_rest", "FP", "HR1", "HR2", "TM", "CT", "S2_rest", "S1", "S2"]
 
 
 @pytest.fixture(scope="module")
@@ -152,48 +155,6 @@ def test_matrix_metrics_known_values():
     assert {"sv1", "sv2", "sv3"} <= metrics.keys() and "sv4" not in metrics
 
 
-def membership(n_positions=N):
-    """Token map stand-in: positions 1..60 in NTD and S1, 61..120 in RBD and S2."""
-    member = np.zeros((n_positions, len(DOMAINS)), dtype=bool)
-    member[1:61, [DOMAINS.index("NTD"), DOMAINS.index("S1")]] = True
-    member[61:121, [DOMAINS.index("RBD"), DOMAINS.index("S2")]] = True
-    return member
-
-
-def test_domain_shares_known_answers():
-    member = membership()
-    uniform = np.full((N, N), 1 / N)
-    observed, expected = att.domain_shares(uniform, member)
-    assert np.allclose(observed, expected)
-    assert expected[DOMAINS.index("NTD")] == pytest.approx(0.5)
-    focused = np.zeros((N, N))
-    focused[:, 70] = 1  # an RBD token
-    observed, _ = att.domain_shares(focused, member)
-    assert observed[DOMAINS.index("RBD")] == 1 and observed[DOMAINS.index("NTD")] == 0
-
-
-def test_domain_shares_shorter_sequence_uses_its_own_keys():
-    member = membership()
-    a = np.full((62, 62), 1 / 62)  # keys 1..60: all NTD
-    observed, expected = att.domain_shares(a, member)
-    assert expected[DOMAINS.index("NTD")] == 1 and observed[DOMAINS.index("NTD")] == pytest.approx(1)
-
-
-def test_domain_table_z_test_and_bonferroni():
-    share = np.array([0.6, 0.7, 0.8, 0.5])
-    rows = pd.DataFrame(
-        {"layer": 0, "head": 1, "seq_id": list("abcd"), "domain": "RBD", "share": share, "expected": 0.5}
-    )
-    table = att.domain_table(rows, pd.DataFrame(), n_heads_total=8, seed=3)
-    value = table.set_index("measure")["value"]
-    diff = share - 0.5
-    z = diff.mean() / (diff.std(ddof=1) / 2)
-    assert value["z"] == pytest.approx(z)
-    assert value["p"] == pytest.approx(2 * (1 - 0.5 * (1 + math.erf(z / math.sqrt(2)))))
-    assert value["p_bonferroni"] == pytest.approx(min(1, 8 * value["p"]))
-    assert value["share"] == pytest.approx(0.65) and value["ratio"] == pytest.approx(1.3)
-
-
 def gates_frame(labels_by_seed):
     rows = []
     for seed, labels in labels_by_seed.items():
@@ -249,11 +210,8 @@ def write_inputs(tmp_path, corrupt=False):
             classes.append({"label": label, "class": "AB"[label], "layer": layer, "head": head, "n_seqs": 1, "length": N,
                             "matrix": pattern(kind, seed=9).astype(np.float32).reshape(-1)})  # fmt: skip
     write_parquet(pd.DataFrame(classes), tmp_path / "class_attention.parquet")
-    member = membership(N + 390)
-    token_map = pd.DataFrame(
-        {"position": np.arange(len(member)), "domains": [[d for d, m in zip(DOMAINS, row) if m] for row in member]}
-    )
-    write_parquet(token_map, tmp_path / "token_map.parquet")
+    variants = Path(__file__).resolve().parents[1] / "resources" / "variants.yaml"
+    write_parquet(token_map(512, 12, 9, spike_domains(variants)), tmp_path / "token_map.parquet")
     return tmp_path
 
 
@@ -298,7 +256,7 @@ def test_attention_tables_from_files(tmp_path, config, root):
         "value"
     ]
     assert rbd["share"] == pytest.approx(rbd["expected"], abs=0.02)  # an open head: no domain preference
-    assert {"z", "p", "p_bonferroni", "share_classes", "n_seqs"} <= set(rbd.index)
+    assert {"t", "df", "p", "p_fdr", "p_bonferroni", "significant", "share_classes", "n_seqs"} <= set(rbd.index)
 
 
 def test_run_writes_every_output_and_rejects_bad_rows(tmp_path, config, root):

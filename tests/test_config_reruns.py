@@ -113,6 +113,7 @@ EXPECTED = {
     "patterns.singular_values": (3, ["attention_patterns"]),
     "patterns.rank_tol": (0.01, ["attention_patterns"]),
     "patterns.eig_tol": (1.0e-5, ["directionality"]),
+    "patterns.fdr": (0.1, ["attention_patterns"]),
     **{f"patterns.thresholds.{gate}": (0.6, ["attention_patterns"]) for gate in (
         "directional", "open", "backward_contextual", "forward_contextual", "cluster", "instance", "closed")},
     "figures.dpi": (100, FIGURES),

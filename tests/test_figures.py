@@ -448,7 +448,7 @@ def test_domain_attention_marks_heads_significant_in_every_seed():
                 for name in names:
                     significant = (name, layer, head) == ("RBD", 1, 2) or (seed == 0 and (layer, head) == (0, 0))
                     rows.append((seed, layer, head, name, "ratio", 2.0 if name == "RBD" else 0.5))
-                    rows.append((seed, layer, head, name, "p_bonferroni", 0.001 if significant else 0.5))
+                    rows.append((seed, layer, head, name, "significant", 1.0 if significant else 0.0))
     table = pd.DataFrame(rows, columns=["seed", "layer", "head", "domain", "measure", "value"])
     fig = attention.plot_domain_attention(table, ["SP", "RBD", "NTD"])
     assert_readable(fig)

@@ -21,11 +21,11 @@ import seaborn as sns
 from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.patches import Patch
 
-from bertgeom.data.variants import spike_domains
 from bertgeom.figures.tables import per_seed, read_parquet, select
 from bertgeom.figures.theme import DIVERGING, WIDTH, category_palette, legend_outside
 from bertgeom.stats.aggregate import aggregate_seeds
 from bertgeom.stats.attention import GATE_NAMES, GATES, MIXED
+from bertgeom.stats.domains import partition
 
 GATE_COLOURS = category_palette([*GATES, MIXED], neutral=MIXED)
 AGREEMENT_COLUMNS = ("layer", "head", "gate", "measure", "value", "n_seeds")
@@ -247,13 +247,15 @@ def plot_attention_entropy(patterns: pd.DataFrame, ci: float = 0.95) -> plt.Figu
     return fig
 
 
-def plot_domain_attention(domains: pd.DataFrame, order: list[str], alpha: float = 0.05, max_cols: int = 5) -> plt.Figure:
-    """Per spike domain (panel), layer x head heatmap of log2(observed / expected attention share),
-    mean over seeds; a dot marks heads significant after Bonferroni (p < alpha) in every seed."""
+def plot_domain_attention(domains: pd.DataFrame, order: list[str], max_cols: int = 5) -> plt.Figure:
+    """Per spike domain of the partition (panel), layer x head heatmap of log2(observed / expected
+    attention share), mean over seeds; a dot marks heads flagged significant (Benjamini-Hochberg,
+    `significant`) in every seed."""
+    domains = domains[domains["domain"].isin(order)]
     ratio = domains[domains["measure"] == "ratio"].assign(value=lambda f: np.log2(f["value"]))
     mean = ratio.groupby(["domain", "layer", "head"])["value"].mean()
-    p = domains[domains["measure"] == "p_bonferroni"]
-    significant = (p.assign(sig=p["value"] < alpha).groupby(["domain", "layer", "head"])["sig"].all())
+    flag = domains[domains["measure"] == "significant"]
+    significant = flag.assign(sig=flag["value"] == 1).groupby(["domain", "layer", "head"])["sig"].all()
     names = [d for d in order if d in set(ratio["domain"])]
     limit = float(np.nanmax(np.abs(mean.to_numpy()))) if len(mean) else 1.0
     limit = min(max(limit, 0.5), 4.0)
@@ -281,7 +283,7 @@ def plot_domain_attention(domains: pd.DataFrame, order: list[str], alpha: float 
     fig.supylabel("layer", fontsize="medium")
     n_seeds = domains["seed"].nunique()
     fig.suptitle(f"Attention received by each spike domain, relative to its share of tokens ({n_seeds} seed"
-                 f"{'s' if n_seeds > 1 else ''}; dot: Bonferroni p < {alpha} in every seed)",
+                 f"{'s' if n_seeds > 1 else ''}; dot: t-test significant at the FDR in every seed)",
                  fontweight="bold", fontsize="medium")
     return fig
 
@@ -311,7 +313,7 @@ def make_attention_entropy(input, params) -> plt.Figure:
 
 def make_domain_attention(input, params) -> plt.Figure:
     domains = per_seed(input.domains, params.seeds, read_parquet, columns=DOMAIN_COLUMNS[1:])
-    return plot_domain_attention(domains, [d.name for d in spike_domains(input.variants)])
+    return plot_domain_attention(domains, partition(input.variants)[0])
 
 
 FIGURES = {

@@ -26,12 +26,11 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from scipy.stats import norm
 from tqdm import tqdm
 
-from bertgeom.data.variants import spike_domains
 from bertgeom.io import provenance, read_metadata, write_parquet
 from bertgeom.stats.cone import iter_batches, require_columns
+from bertgeom.stats.domains import domain_shares, domain_table, membership
 
 log = logging.getLogger(__name__)
 
@@ -249,35 +248,6 @@ def iter_attention(path: str, columns: list[str] = MATRIX_COLUMNS) -> Iterator[t
             yield record, a
 
 
-def domain_membership(token_map: str, domain_names: list[str]) -> np.ndarray:
-    """[position, domain] bool from token_map.parquet: position t lies in domain d (any overlap)."""
-    require_columns(token_map, ["position", "domains"])
-    frame = pq.read_table(token_map, columns=["position", "domains"]).to_pandas()
-    member = np.zeros((int(frame["position"].max()) + 1, len(domain_names)), dtype=bool)
-    index = {name: i for i, name in enumerate(domain_names)}
-    for position, domains in zip(frame["position"], frame["domains"]):
-        for name in domains if domains is not None else []:
-            if name not in index:
-                raise ValueError(f"{token_map}: position {position}: unknown domain {name!r} (known: {domain_names})")
-            member[position, index[name]] = True
-    return member
-
-
-def domain_shares(attention: np.ndarray, member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(observed, expected) share of attention per domain, over the non-special keys 1..n-2.
-
-    observed_d = attention received by keys in d / attention received by all non-special keys;
-    expected_d = keys in d / non-special keys. Positions past the token map lie in no domain.
-    """
-    a = np.asarray(attention, dtype=np.float64)
-    n = a.shape[0]
-    keys = np.zeros((n - 2, member.shape[1]), dtype=bool)
-    covered = min(n - 1, member.shape[0]) - 1
-    keys[:covered] = member[1 : covered + 1]
-    received = a[:, 1:-1].sum(axis=0)
-    return received @ keys / received.sum(), keys.mean(axis=0)
-
-
 # ---------------------------------------------------------------------------------------------
 # Per-seed tables
 # ---------------------------------------------------------------------------------------------
@@ -362,38 +332,6 @@ def patterns_tables(per_matrix: pd.DataFrame, patterns: dict, seed: int) -> tupl
     return tidy.assign(seed=seed, source="subset"), gates_table
 
 
-def domain_table(per_matrix: pd.DataFrame, class_rows: pd.DataFrame, n_heads_total: int, seed: int) -> pd.DataFrame:
-    """Tidy domain attention: share vs expected per (layer, head, domain), z-test over sequences.
-
-    Per sequence the difference share - expected is one observation; z = mean / (sd / sqrt(m))
-    over the m subset sequences, two-sided normal p, Bonferroni over all heads of the model
-    (p_bonferroni = min(1, p x heads)). share_classes: the mean over classes of the share in each
-    class's mean attention matrix (class_attention.parquet: every correctly classified sequence).
-    """
-    rows = []
-    for (layer, head, domain), group in per_matrix.groupby(["layer", "head", "domain"], sort=True):
-        diff = (group["share"] - group["expected"]).to_numpy()
-        m = len(diff)
-        sd = diff.std(ddof=1) if m > 1 else np.nan
-        z = diff.mean() / (sd / np.sqrt(m)) if m > 1 and sd > 0 else np.nan
-        p = 2 * norm.sf(abs(z)) if np.isfinite(z) else np.nan
-        measures = {
-            "share": group["share"].mean(),
-            "expected": group["expected"].mean(),
-            "ratio": group["share"].mean() / group["expected"].mean() if group["expected"].mean() > 0 else np.nan,
-            "z": z,
-            "p": p,
-            "p_bonferroni": min(1.0, p * n_heads_total) if np.isfinite(p) else np.nan,
-            "n_seqs": float(m),
-        }
-        rows += [(layer, head, domain, name, float(value)) for name, value in measures.items()]
-    if len(class_rows):
-        shares = class_rows.groupby(["layer", "head", "domain"])["share"].mean()
-        rows += [(layer, head, domain, "share_classes", float(v)) for (layer, head, domain), v in shares.items()]
-    table = pd.DataFrame(rows, columns=["layer", "head", "domain", "measure", "value"]).assign(seed=seed)
-    return table
-
-
 def class_domain_rows(path: str, member: np.ndarray, domain_names: list[str]) -> pd.DataFrame:
     """Domain shares of each class's mean attention matrix (class_attention.parquet); classes
     without a correctly classified sequence (n_seqs 0, empty matrix) are skipped."""
@@ -407,6 +345,7 @@ def class_domain_rows(path: str, member: np.ndarray, domain_names: list[str]) ->
             for d, s in zip(domain_names, observed)
         ]
     return pd.DataFrame(rows)
+
 
 
 def _tidy(frame: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
@@ -427,15 +366,15 @@ def attention_tables(
     batch_rows: int = 65536,
 ) -> dict[str, pd.DataFrame]:
     """Every per-seed table of rule attention_patterns: patterns, gates, k90, domains."""
-    domain_names = [d.name for d in spike_domains(variants)]
-    member = domain_membership(token_map, domain_names)
+    parts, subunits, member = membership(token_map, variants)
+    domain_names = parts + subunits
     log.info("summary means over every sequence: %s", summary)
     all_rows = summary_table(summary, seed, batch_rows)
     log.info("subset matrices: %s", attention)
     per_matrix, k90_table, domain_rows = subset_tables(attention, member, domain_names, patterns, seed, classes)
     subset_rows, gates = patterns_tables(per_matrix, patterns, seed)
-    n_heads_total = int(all_rows[["layer", "head"]].drop_duplicates().shape[0])
-    domains = domain_table(domain_rows, class_domain_rows(class_attention, member, domain_names), n_heads_total, seed)
+    class_rows = class_domain_rows(class_attention, member, domain_names)
+    domains = domain_table(domain_rows, class_rows, parts, patterns["fdr"], seed)
     return {
         "patterns": _tidy(pd.concat([subset_rows, all_rows], ignore_index=True), ["layer", "head", "source"]),
         "gates": gates.sort_values(["layer", "head"]).reset_index(drop=True),
