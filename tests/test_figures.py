@@ -301,6 +301,10 @@ def test_probe_silhouette_lines_are_the_means_along_the_stream():
     chance = [l for l in ax_probe.get_lines() if l.get_label() == "chance"][0]
     np.testing.assert_allclose(chance.get_ydata(), 0.25)
     assert [t.get_text() for t in ax_sil.get_xticklabels()] == ["emb", "0", "1"]
+    undefined = distribution_all_seeds()
+    undefined.loc[(undefined["stage"] == "input") & (undefined["pooling"] == "cls"), ["mean", "ci_low", "ci_high"]] = np.nan
+    cls = [l for l in distribution.plot_probe_silhouette(undefined).axes[0].get_lines() if l.get_label() == "[CLS]"][0]
+    assert np.isnan(cls.get_ydata()[0]) and cls.get_ydata()[1] == pytest.approx(0.505)  # a gap, not 0
     without_input = distribution_all_seeds().query("stage != 'input'")  # stats.distribution_stages may omit it
     ax_sil = distribution.plot_probe_silhouette(without_input).axes[1]
     assert [t.get_text() for t in ax_sil.get_xticklabels()] == ["0", "1"]
@@ -325,6 +329,12 @@ def test_embedding_scatter_every_sequence_once_per_panel():
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == CLASSES + ["misclassified"]
     assert "seed 7" in fig._suptitle.get_text()
+    undefined = pd.concat(frames, ignore_index=True)
+    undefined.loc[(undefined["layer"] == 0) & (undefined["stage"] == "input"), ["x", "y"]] = np.nan
+    fig = distribution.plot_embedding(undefined, CLASSES, "pca", seed=7)  # embeddings: a degenerate cloud
+    first = fig.axes[0]
+    assert first.get_title() == "embeddings" and "undefined" in first.texts[0].get_text()
+    assert not any(np.isfinite(np.ma.filled(c.get_offsets(), np.nan)).any() for c in first.collections)
 
 
 # ---- attention -------------------------------------------------------------------------------------
