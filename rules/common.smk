@@ -15,7 +15,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 )
 sys.path.insert(0, SRC)
-from bertgeom.config import Settings
+from bertgeom.config import Settings, check_null_seed
 
 # --- config -> params ----------------------------------------------------------------------------
 # Every setting a job uses reaches it through `params:`, canonical (sorted keys, schema-typed numbers:
@@ -25,6 +25,7 @@ from bertgeom.config import Settings
 SETTINGS = Settings(config)
 SEEDS = config["train"]["seeds"]
 CLASSES = SETTINGS.get("classes")
+check_null_seed(config)
 
 
 def data_params():
@@ -249,6 +250,7 @@ STATS_TABLES = [
     "cone_index",
     "distribution",
     "attention_patterns",
+    "row_gates",
     "domain_attention",
     "directionality",
 ]
@@ -271,12 +273,25 @@ def stats_outputs():
 
 
 # --- attention patterns and directionality (rules/attention.smk) ---------------------------------
+# What rule null_model uses of the patterns block (not the per-matrix metrics' singular_values,
+# rank_tol, the domains' fdr or the weights' eig_tol).
+NULL_MODEL_PATTERNS = SETTINGS.block(
+    "patterns", exclude=("eig_tol", "fdr", "singular_values", "rank_tol")
+)
+
+
 def attention_outputs():
-    """The attention tables not aggregated by aggregate_seeds (labels, K90 samples, agreement)."""
+    """The attention tables not aggregated by aggregate_seeds (labels, tests, K90 samples,
+    agreement) and the null model's."""
     per_seed = expand(
-        "results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=["gates", "k90"]
+        "results/stats/seed{seed}/{name}.parquet",
+        seed=SEEDS,
+        name=["gates", "gate_tests", "k90"],
     )
-    return per_seed + ["results/stats/all_seeds/gate_agreement.parquet"]
+    null_model = expand(
+        "results/stats/null_model/{name}.parquet", name=["scores", "gates"]
+    )
+    return per_seed + null_model + ["results/stats/all_seeds/gate_agreement.parquet"]
 
 
 # --- cluster execution (profiles/slurm) ----------------------------------------------------------

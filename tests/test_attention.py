@@ -16,6 +16,7 @@ from snakemake.utils import validate
 from bertgeom.data.variants import spike_domains
 from bertgeom.io import read_metadata, write_parquet
 from bertgeom.stats import attention as att
+from bertgeom.stats import gates
 from bertgeom.tokens import token_map
 
 N = 122  # [CLS] + 120 k-mers + [SEP]
@@ -85,11 +86,14 @@ def test_band_mass_matches_loop():
         assert np.allclose(att.band_mass(a, offsets), loop)
 
 
+def absolute(scores: dict, config) -> str:
+    return gates.absolute_label(pd.Series({f"score_{g}": v for g, v in scores.items()}), config["patterns"]["thresholds"])
+
+
 @pytest.mark.parametrize("kind", att.GATES)
-def test_seven_types_are_labelled(kind, config):
+def test_seven_types_get_their_absolute_label(kind, config):
     metrics, scores = att.head_gates(pattern(kind), config["patterns"])
-    label, n_passed, best = att.gate_label(scores, config["patterns"]["thresholds"])
-    assert (label, n_passed, best) == (kind, 1, kind), scores
+    assert absolute(scores, config) == kind, scores
     assert all(0 <= s <= 1 for s in scores.values())
 
 
@@ -97,13 +101,13 @@ def test_uniform_matrix_is_open(config):
     for n in (20, 40, 427):  # n well above top_keys and window, as for real sequences
         _, scores = att.head_gates(np.full((n, n), 1 / n), config["patterns"])
         assert scores["open"] == pytest.approx(1)
-        assert att.gate_label(scores, config["patterns"]["thresholds"])[0] == "open"
+        assert absolute(scores, config) == "open"
 
 
-def test_two_patterns_at_once_are_mixed(config):
+def test_two_patterns_at_once_are_multiple(config):
     a = 0.5 * pattern("instance", noise=0) + 0.5 * pattern("closed", noise=0)
     _, scores = att.head_gates(a, config["patterns"])
-    assert att.gate_label(scores, config["patterns"]["thresholds"])[:2] == ("mixed", 2)
+    assert absolute(scores, config) == "multiple"
 
 
 def _brute_force_partition(w, min_block):
@@ -212,6 +216,9 @@ def write_inputs(tmp_path, corrupt=False):
     write_parquet(pd.DataFrame(classes), tmp_path / "class_attention.parquet")
     variants = Path(__file__).resolve().parents[1] / "resources" / "variants.yaml"
     write_parquet(token_map(512, 12, 9, spike_domains(variants)), tmp_path / "token_map.parquet")
+    null = [{"seq_id": seq_id, "layer": layer, "head": head, "score_closed": 2 / n, "row_closed": np.full(n, 2 / n)}
+            for seq_id, _, n in seqs for layer in (0, 1) for head in (0, 1)]  # an untrained model: uniform rows
+    write_parquet(pd.DataFrame(null), tmp_path / "null_scores.parquet")
     return tmp_path
 
 
@@ -223,21 +230,24 @@ def test_attention_tables_from_files(tmp_path, config, root):
         str(tmp_path / "class_attention.parquet"),
         str(tmp_path / "token_map.parquet"),
         str(root / "resources" / "variants.yaml"),
+        str(tmp_path / "null_scores.parquet"),
         config["patterns"],
         config["classes"],
         seed=7,
         batch_rows=5,  # several record batches
     )
-    gates = tables["gates"].set_index(["layer", "head"])
-    assert {key: gates.loc[key, "gate"] for key in KINDS} == KINDS
-    assert (gates["label_share"] == 1).all() and (gates["n_seqs"] == 3).all()
+    labels = tables["gates"].set_index(["layer", "head"])
+    assert {key: labels.loc[key, "gate"] for key in KINDS} == KINDS
+    assert {key: labels.loc[key, "gate_absolute"] for key in KINDS} == KINDS
+    assert (labels["n_seqs"] == 3).all()
+    assert len(tables["gate_tests"]) == 4 * len(gates.STRUCTURED) and len(tables["row_gates"]) == 4 * 11
 
     patterns = tables["patterns"]
     assert list(patterns.columns) == ["seed", "layer", "head", "source", "measure", "value"]
     assert not patterns.duplicated(["seed", "layer", "head", "source", "measure"]).any()
     assert set(patterns["source"]) == {"all", "subset"}
     subset = patterns[patterns["source"] == "subset"].set_index(["layer", "head", "measure"])["value"]
-    assert subset[(0, 0, "score_closed")] == pytest.approx(gates.loc[(0, 0), "score_closed"])
+    assert subset[(0, 0, "score_closed")] == pytest.approx(labels.loc[(0, 0), "score_closed"])
     summary = pd.read_parquet(tmp_path / "attention_summary.parquet")
     mean_entropy = summary.groupby(["layer", "head"])["entropy"].mean()
     everything = patterns[patterns["source"] == "all"].set_index(["layer", "head", "measure"])["value"]
@@ -261,13 +271,15 @@ def test_attention_tables_from_files(tmp_path, config, root):
 
 def test_run_writes_every_output_and_rejects_bad_rows(tmp_path, config, root):
     write_inputs(tmp_path)
-    outputs = {name: str(tmp_path / "out" / f"{name}.parquet") for name in ("patterns", "gates", "k90", "domains")}
+    names = ("patterns", "gates", "gate_tests", "row_gates", "k90", "domains")
+    outputs = {name: str(tmp_path / "out" / f"{name}.parquet") for name in names}
     att.write_attention_patterns(
         summary=str(tmp_path / "attention_summary.parquet"),
         attention=str(tmp_path / "attention.parquet"),
         class_attention=str(tmp_path / "class_attention.parquet"),
         token_map=str(tmp_path / "token_map.parquet"),
         variants=str(root / "resources" / "variants.yaml"),
+        null_scores=str(tmp_path / "null_scores.parquet"),
         outputs=outputs,
         patterns=config["patterns"],
         classes=config["classes"],

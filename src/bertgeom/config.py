@@ -129,3 +129,15 @@ class Settings:
         names = [name for name in sorted(schema_node(self.schema, key)["properties"]) if execution_only(self.schema, f"{key}.{name}")]
         block = _lookup(self.config, key)
         return SimpleNamespace(**{name: canonical(block[name], schema_node(self.schema, f"{key}.{name}")) for name in names})
+
+
+def check_null_seed(config: dict) -> int:
+    """patterns.nulls.seed, checked to differ from every train.seeds (the null model must be
+    initialised independently of every trained model); ValueError naming the key otherwise."""
+    seed = config["patterns"]["nulls"]["seed"]
+    if seed in config["train"]["seeds"]:
+        raise ValueError(
+            f"config patterns.nulls.seed: {seed} is one of train.seeds {config['train']['seeds']}; the null model "
+            "must be initialised independently of every trained model: choose another seed"
+        )
+    return seed

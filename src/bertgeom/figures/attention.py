@@ -24,10 +24,10 @@ from matplotlib.patches import Patch
 from bertgeom.figures.tables import per_seed, read_parquet, select
 from bertgeom.figures.theme import DIVERGING, WIDTH, category_palette, legend_outside
 from bertgeom.stats.aggregate import aggregate_seeds
-from bertgeom.stats.attention import GATE_NAMES, GATES, MIXED
+from bertgeom.stats.attention import GATE_NAMES, GATES, LABELS, NONE
 from bertgeom.stats.domains import partition
 
-GATE_COLOURS = category_palette([*GATES, MIXED], neutral=MIXED)
+GATE_COLOURS = category_palette(list(LABELS), neutral=NONE)
 AGREEMENT_COLUMNS = ("layer", "head", "gate", "measure", "value", "n_seeds")
 GATES_COLUMNS = ("layer", "head", "gate", *(f"score_{g}" for g in GATES))
 K90_COLUMNS = ("layer", "head", "seq_id", "position", "k90")

@@ -13,7 +13,8 @@ patterns ("gates") but gives no formula for them; the scores below are our opera
     instance             mean mass on the diagonal  A[i, i]
     closed               mean mass on [CLS] and [SEP]  A[i, 0] + A[i, n-1]
 
-A head's label is the one gate whose score reaches its threshold; "mixed" when none or several do.
+A head's label comes from a null per gate (bertgeom.stats.gates; docs/methods.md, "Attention
+gates"); `thresholds` keep today's absolute-threshold label beside it (`gate_absolute`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from itertools import combinations
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 
 GATES = ("directional", "open", "backward_contextual", "forward_contextual", "cluster", "instance", "closed")
 GATE_NAMES = {gate: gate.replace("_", " ") for gate in GATES}  # the paper's names
-MIXED = "mixed"
+NONE, MULTIPLE = "none", "multiple"  # labels besides the gates: no gate passed, several passed
+LABELS = (*GATES, MULTIPLE, NONE)
 K90_MASS = 0.9
 ROW_SUM_TOL = 0.02  # float16 storage: a row of 427 entries sums to 1 within ~1e-3
 MATRIX_BATCH = 32  # attention matrices per record batch (427 x 427 float16 = 364 kB each)
@@ -192,16 +194,6 @@ def gate_scores(metrics: dict[str, float], top_keys: int) -> dict[str, float]:
     }
 
 
-def gate_label(scores: dict[str, float], thresholds: dict[str, float]) -> tuple[str, int, str]:
-    """(label, gates passed, best gate): the one gate with score >= threshold, else "mixed".
-
-    The best gate is the one with the largest score / threshold, a hint for "mixed" heads.
-    """
-    passed = [g for g in GATES if scores[g] >= thresholds[g]]
-    best = max(GATES, key=lambda g: scores[g] / thresholds[g])
-    return (passed[0] if len(passed) == 1 else MIXED), len(passed), best
-
-
 def head_gates(attention: np.ndarray, patterns: dict) -> tuple[dict[str, float], dict[str, float]]:
     """(metrics, gate scores) of one matrix with the `patterns` config block."""
     metrics = matrix_metrics(
@@ -268,9 +260,11 @@ def summary_table(path: str, seed: int, batch_rows: int) -> pd.DataFrame:
 
 
 def subset_tables(
-    attention_path: str, member: np.ndarray, domain_names: list[str], patterns: dict, seed: int, classes: list[str]
+    attention_path: str, member: np.ndarray, domain_names: list[str], patterns: dict, seed: int, classes: list[str],
+    each: Callable[[dict, np.ndarray], None] | None = None,
 ):
-    """Metrics, gate scores, K90 samples and domain shares from the subset's full matrices.
+    """Metrics, gate scores, K90 samples and domain shares from the subset's full matrices; `each`
+    (record, A) is called on every matrix too.
 
     Returns (per-matrix metrics+scores DataFrame, K90 samples DataFrame, per-matrix domain rows).
     """
@@ -278,9 +272,10 @@ def subset_tables(
     n_rows = pq.ParquetFile(attention_path).metadata.num_rows
     for record, a in tqdm(iter_attention(attention_path), total=n_rows, desc="attention matrices", mininterval=10):
         metrics, scores = head_gates(a, patterns)
-        label, _, _ = gate_label(scores, patterns["thresholds"])
         key = {"layer": record["layer"], "head": record["head"], "seq_id": record["seq_id"]}
-        metric_rows.append({**key, **metrics, **{f"score_{g}": s for g, s in scores.items()}, "gate": label})
+        metric_rows.append({**key, **metrics, **{f"score_{g}": s for g, s in scores.items()}})
+        if each is not None:
+            each(record, a)
         k = k90(a)
         k90_frames.append(
             pd.DataFrame({**key, "label": record["label"], "class": _class_name(record["label"], classes, attention_path),
@@ -305,31 +300,13 @@ def _class_name(label: int, classes: list[str], path: str) -> str:
     return classes[int(label)]
 
 
-def patterns_tables(per_matrix: pd.DataFrame, patterns: dict, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(tidy subset metrics, gates table) from the per-matrix rows of `subset_tables`.
-
-    Scores and metrics are averaged over the subset's sequences; the head's label comes from the
-    mean scores; label_share is the share of its matrices whose own label agrees.
-    """
-    numeric = per_matrix.drop(columns=["seq_id", "gate"])
-    grouped = numeric.groupby(["layer", "head"])
+def patterns_tables(per_matrix: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Tidy subset metrics and gate scores, averaged over the subset's sequences (+ n_seqs)."""
+    grouped = per_matrix.drop(columns=["seq_id"]).groupby(["layer", "head"])
     means = grouped.mean()
     means["n_seqs"] = grouped.size()
     tidy = means.reset_index().melt(id_vars=["layer", "head"], var_name="measure", value_name="value")
-    gates = []
-    for (layer, head), row in means.iterrows():
-        scores = {g: row[f"score_{g}"] for g in GATES}
-        label, n_passed, best = gate_label(scores, patterns["thresholds"])
-        own = per_matrix.loc[(per_matrix["layer"] == layer) & (per_matrix["head"] == head), "gate"]
-        gates.append(
-            {"seed": seed, "layer": layer, "head": head, "gate": label, "best_gate": best, "n_passed": n_passed,
-             "label_share": float((own == label).mean()), "n_seqs": int(row["n_seqs"]),
-             **{f"score_{g}": scores[g] for g in GATES}}  # fmt: skip
-        )
-    gates_table = pd.DataFrame(gates).astype(
-        {"seed": "int32", "layer": "int16", "head": "int16", "n_passed": "int8", "n_seqs": "int32"}
-    )
-    return tidy.assign(seed=seed, source="subset"), gates_table
+    return tidy.assign(seed=seed, source="subset")
 
 
 def class_domain_rows(path: str, member: np.ndarray, domain_names: list[str]) -> pd.DataFrame:
@@ -347,7 +324,6 @@ def class_domain_rows(path: str, member: np.ndarray, domain_names: list[str]) ->
     return pd.DataFrame(rows)
 
 
-
 def _tidy(frame: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
     columns = ["seed", *ids, "measure", "value"]
     frame = frame[columns].astype({"seed": "int32", "layer": "int16", "head": "int16", "value": "float64"})
@@ -360,24 +336,31 @@ def attention_tables(
     class_attention: str,
     token_map: str,
     variants: str,
+    null_scores: str,
     patterns: dict,
     classes: list[str],
     seed: int,
     batch_rows: int = 65536,
 ) -> dict[str, pd.DataFrame]:
-    """Every per-seed table of rule attention_patterns: patterns, gates, k90, domains."""
+    """Every per-seed table of rule attention_patterns: patterns, gates, gate_tests, row_gates, k90,
+    domains. null_scores: the null model's per-matrix scores (rule null_model), the closed gate's null."""
+    from bertgeom.stats import gates  # gates reads the measures above: imported here until they get a module
+
     parts, subunits, member = membership(token_map, variants)
     domain_names = parts + subunits
     log.info("summary means over every sequence: %s", summary)
     all_rows = summary_table(summary, seed, batch_rows)
     log.info("subset matrices: %s", attention)
-    per_matrix, k90_table, domain_rows = subset_tables(attention, member, domain_names, patterns, seed, classes)
-    subset_rows, gates = patterns_tables(per_matrix, patterns, seed)
+    labeller = gates.Labeller(patterns, gates.read_null_scores(null_scores, patterns), seed)
+    per_matrix, k90_table, domain_rows = subset_tables(attention, member, domain_names, patterns, seed, classes,
+                                                       each=labeller.add)  # fmt: skip
+    gate_tables = labeller.tables(per_matrix, iter_attention(attention))
     class_rows = class_domain_rows(class_attention, member, domain_names)
     domains = domain_table(domain_rows, class_rows, parts, patterns["fdr"], seed)
     return {
-        "patterns": _tidy(pd.concat([subset_rows, all_rows], ignore_index=True), ["layer", "head", "source"]),
-        "gates": gates.sort_values(["layer", "head"]).reset_index(drop=True),
+        "patterns": _tidy(pd.concat([patterns_tables(per_matrix, seed), all_rows], ignore_index=True),
+                          ["layer", "head", "source"]),  # fmt: skip
+        **gate_tables,
         "k90": k90_table,
         "domains": _tidy(domains, ["layer", "head", "domain"]),
     }
@@ -410,15 +393,15 @@ def gate_agreement(gates: pd.DataFrame) -> pd.DataFrame:
             rows.append((layer, head, modal, "modal_share", counts[modal] / len(labels.dropna()), len(labels.dropna())))
         per_seed = {s: Counter(wide[s].dropna()) for s in seeds}
         heads = len(wide)
-        matched = [sum(min(per_seed[s][g], per_seed[t][g]) for g in (*GATES, MIXED)) / heads for s, t in pairs]
-        chance = [sum(per_seed[s][g] * per_seed[t][g] for g in (*GATES, MIXED)) / heads**2 for s, t in pairs]
+        matched = [sum(min(per_seed[s][g], per_seed[t][g]) for g in LABELS) / heads for s, t in pairs]
+        chance = [sum(per_seed[s][g] * per_seed[t][g] for g in LABELS) / heads**2 for s, t in pairs]
         layer_rows = {
             "position_agreement": np.mean([r[4] for r in rows if r[0] == layer and r[3] == "position_agreement"]),
             "matched_agreement": np.mean(matched) if pairs else np.nan,
             "chance_agreement": np.mean(chance) if pairs else np.nan,
         }
         rows += [(layer, None, None, m, v, len(seeds)) for m, v in layer_rows.items()]
-        for gate in (*GATES, MIXED):
+        for gate in LABELS:
             shares = [per_seed[s][gate] / heads for s in seeds]
             rows.append((layer, None, gate, "share_mean", float(np.mean(shares)), len(seeds)))
             rows.append(
@@ -444,14 +427,17 @@ def write_attention_patterns(
     class_attention: str,
     token_map: str,
     variants: str,
+    null_scores: str,
     outputs: dict[str, str],
     patterns: dict,
     classes: list[str],
     seed: int,
     batch_rows: int = 65536,
 ) -> None:
-    """Rule attention_patterns: one seed's patterns, gates, k90 and domains tables (`outputs` keys)."""
-    tables = attention_tables(summary, attention, class_attention, token_map, variants, patterns, classes, seed, batch_rows)
+    """Rule attention_patterns: one seed's patterns, gates, gate_tests, row_gates, k90 and domains
+    tables (`outputs` keys)."""
+    tables = attention_tables(summary, attention, class_attention, token_map, variants, null_scores, patterns, classes,
+                              seed, batch_rows)  # fmt: skip
     meta = provenance({"patterns": patterns, "classes": classes}, seed=seed, **_upstream(attention))
     for name, table in tables.items():
         write_parquet(table, outputs[name], meta=meta)
