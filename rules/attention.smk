@@ -85,11 +85,31 @@ rule directionality:
         "../scripts/directionality.py"
 
 
-rule gate_agreement:
-    """Across seeds: agreement of the gate labels, at the same (layer, head) and after matching
-    a layer's heads, against chance; the share of each gate per layer."""
+rule match_heads:
+    """Across seeds: per layer, every seed's heads matched one to one to the first seed's
+    (Hungarian assignment on the gate-score vectors); the across-seed tables use it."""
     input:
         seed_files("results/stats/seed{seed}/gates.parquet"),
+    output:
+        "results/stats/all_seeds/head_matching.parquet",
+    log:
+        "logs/match_heads/match_heads.log",
+    conda:
+        "../envs/bertgeom.yaml"
+    params:
+        reference_seed=SEEDS[0],
+    script:
+        "../scripts/match_heads.py"
+
+
+rule gate_agreement:
+    """Across seeds: agreement of the gate labels at the same (layer, head), after matching heads,
+    and of each seed with the untrained null model (what matching alone gives); the modal label
+    of each matched head; the share of each label per layer."""
+    input:
+        gates=seed_files("results/stats/seed{seed}/gates.parquet"),
+        matching="results/stats/all_seeds/head_matching.parquet",
+        untrained="results/stats/null_model/gates.parquet",
     output:
         "results/stats/all_seeds/gate_agreement.parquet",
     log:
@@ -100,5 +120,6 @@ rule gate_agreement:
         "../scripts/gate_agreement.py"
 
 
-# results/stats/all_seeds/{name}.parquet of rule aggregate_seeds would match gate_agreement too.
+# results/stats/all_seeds/{name}.parquet of rule aggregate_seeds would match these too.
 ruleorder: gate_agreement > aggregate_seeds
+ruleorder: match_heads > aggregate_seeds

@@ -276,6 +276,7 @@ rule fig_probe_silhouette:
 rule fig_gate_grid:
     input:
         agreement="results/stats/all_seeds/gate_agreement.parquet",
+        matching=HEAD_MATCHING,
         code=figure_code("attention"),
     output:
         png=report(
@@ -291,6 +292,28 @@ rule fig_gate_grid:
         "../envs/bertgeom.yaml"
     params:
         **figure_params("gate_grid"),
+    script:
+        "../scripts/figure.py"
+
+
+rule fig_row_gates:
+    input:
+        rows="results/stats/all_seeds/row_gates.parquet",
+        code=figure_code("attention"),
+    output:
+        png=report(
+            "results/figures/row_gates.png",
+            caption="../report/row_gates.rst",
+            category="5. Attention patterns",
+            subcategory="Gates",
+        ),
+        pdf="results/figures/row_gates.pdf",
+    log:
+        "logs/fig_row_gates/fig_row_gates.log",
+    conda:
+        "../envs/bertgeom.yaml"
+    params:
+        **figure_params("row_gates"),
     script:
         "../scripts/figure.py"
 
@@ -349,6 +372,7 @@ rule fig_attention_gallery:
 rule fig_attention_entropy:
     input:
         patterns=seed_files("results/stats/seed{seed}/attention_patterns.parquet"),
+        matching=HEAD_MATCHING,
         code=figure_code("attention"),
     output:
         png=report(
@@ -372,6 +396,7 @@ rule fig_domain_attention:
     input:
         domains=seed_files("results/stats/seed{seed}/domain_attention.parquet"),
         variants=resolve(config["data"]["variants"]),
+        matching=HEAD_MATCHING,
         code=figure_code("attention"),
     output:
         png=report(
@@ -395,6 +420,7 @@ rule fig_domain_attention:
 rule fig_directionality_index:
     input:
         directionality=seed_files("results/stats/seed{seed}/directionality.parquet"),
+        matching=HEAD_MATCHING,
         code=figure_code("directionality"),
     output:
         png=report(
@@ -417,6 +443,7 @@ rule fig_directionality_index:
 rule fig_directionality_spectrum:
     input:
         directionality=seed_files("results/stats/seed{seed}/directionality.parquet"),
+        matching=HEAD_MATCHING,
         code=figure_code("directionality"),
     output:
         png=report(
@@ -441,6 +468,7 @@ rule fig_directionality_spectrum:
 rule fig_directionality_original:
     input:
         directionality=seed_files("results/stats/seed{seed}/directionality.parquet"),
+        matching=HEAD_MATCHING,
         code=figure_code("directionality"),
     output:
         png=report(

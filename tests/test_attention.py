@@ -159,24 +159,6 @@ def test_matrix_metrics_known_values():
     assert {"sv1", "sv2", "sv3"} <= metrics.keys() and "sv4" not in metrics
 
 
-def gates_frame(labels_by_seed):
-    rows = []
-    for seed, labels in labels_by_seed.items():
-        rows += [{"seed": seed, "layer": 0, "head": h, "gate": g} for h, g in enumerate(labels)]
-    return pd.DataFrame(rows)
-
-
-def test_gate_agreement_position_and_matched():
-    same = att.gate_agreement(gates_frame({0: ["open", "closed", "instance"], 1: ["open", "closed", "instance"]}))
-    permuted = att.gate_agreement(gates_frame({0: ["open", "closed", "instance"], 1: ["closed", "instance", "open"]}))
-    layer = lambda t: t[t["head"].isna() & t["gate"].isna()].set_index("measure")["value"]  # noqa: E731
-    assert layer(same)["position_agreement"] == 1 and layer(same)["matched_agreement"] == 1
-    assert layer(permuted)["position_agreement"] == 0 and layer(permuted)["matched_agreement"] == 1
-    assert layer(permuted)["chance_agreement"] == pytest.approx(1 / 3)
-    shares = permuted[permuted["measure"] == "share_mean"].set_index("gate")["value"]
-    assert shares["open"] == pytest.approx(1 / 3) and shares["cluster"] == 0
-
-
 # ---------------------------------------------------------------------------------------------
 # The per-seed tables from files in the docs/outputs.md format
 # ---------------------------------------------------------------------------------------------
@@ -295,17 +277,3 @@ def test_run_writes_every_output_and_rejects_bad_rows(tmp_path, config, root):
     write_inputs(bad, corrupt=True)
     with pytest.raises(ValueError, match=r"attention\.parquet: record seq_id=s1.*sum to 1"):
         list(att.iter_attention(str(bad / "attention.parquet")))
-
-
-def test_run_agreement_across_seeds(tmp_path, config):
-    paths = []
-    for seed, labels in {0: ["open", "closed"], 1: ["open", "instance"]}.items():
-        frame = gates_frame({seed: labels}).astype({"seed": "int32", "layer": "int16", "head": "int16"})
-        paths.append(str(tmp_path / f"gates{seed}.parquet"))
-        write_parquet(frame, paths[-1])
-    out = str(tmp_path / "gate_agreement.parquet")
-    att.write_gate_agreement(paths, out)
-    table = pd.read_parquet(out)
-    heads = table[(table["measure"] == "position_agreement") & table["head"].notna()].set_index("head")["value"]
-    assert heads.to_dict() == {0: 1.0, 1: 0.0}
-    assert (table["n_seeds"] == 2).all()

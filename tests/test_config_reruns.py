@@ -23,7 +23,7 @@ from bertgeom.config import leaf_keys, load_schema
 FIGURES = [
     "fig_data_qc", "fig_kmer_occurrences", "fig_training_curves", "fig_confusion_matrix", "fig_per_class_f1",
     "fig_cone_stream", "fig_cone_heads", "fig_pca_pareto", "fig_embedding_pca", "fig_embedding_tsne",
-    "fig_probe_silhouette", "fig_gate_grid", "fig_k90_violins", "fig_attention_gallery", "fig_attention_entropy",
+    "fig_probe_silhouette", "fig_gate_grid", "fig_row_gates", "fig_k90_violins", "fig_attention_gallery", "fig_attention_entropy",
     "fig_domain_attention", "fig_directionality_index", "fig_directionality_spectrum", "fig_directionality_original",
 ]  # fmt: skip
 EXAMPLE_SEED_FIGURES = ["fig_embedding_pca", "fig_embedding_tsne", "fig_k90_violins", "fig_attention_gallery"]

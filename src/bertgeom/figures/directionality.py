@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from bertgeom.figures.tables import per_seed, read_parquet
+from bertgeom.figures.tables import matched_heads, per_seed, read_parquet
 from bertgeom.figures.theme import SEQUENTIAL, WIDTH, legend_outside
 from bertgeom.stats.aggregate import aggregate_seeds
 
@@ -55,7 +55,7 @@ def plot_directionality_index(table: pd.DataFrame) -> plt.Figure:
         ax.tick_params(axis="y", rotation=0)
     n_seeds = table["seed"].nunique()
     fig.suptitle(f"Directionality of subspace selection per head (ours: row slices of head h; mean over "
-                 f"{n_seeds} seed{'s' if n_seeds > 1 else ''})", fontweight="bold", fontsize="medium")
+                 f"{n_seeds} seed{'s' if n_seeds > 1 else ''}, heads matched)", fontweight="bold", fontsize="medium")
     return fig
 
 
@@ -123,12 +123,13 @@ def plot_directionality_original(table: pd.DataFrame) -> plt.Figure:
     axes[0].set_title("Directionality index")
     axes[1].set_title("Median principal angle, Q vs K")
     fig.suptitle(f"Ours (row slices) vs the original code's column slices W[:, h·d:(h+1)·d]\n(per head, mean over "
-                 f"{n_seeds} seed{'s' if n_seeds > 1 else ''})", fontweight="bold", fontsize="medium")
+                 f"{n_seeds} seed{'s' if n_seeds > 1 else ''}, heads matched)", fontweight="bold", fontsize="medium")
     return fig
 
 
 def _table(input, params) -> pd.DataFrame:
-    return per_seed(input.directionality, params.seeds, read_parquet, columns=COLUMNS)
+    """Every seed's rows, heads matched across seeds (each head is the reference seed's it matches)."""
+    return matched_heads(per_seed(input.directionality, params.seeds, read_parquet, columns=COLUMNS), input.matching)
 
 
 def make_directionality_index(input, params) -> plt.Figure:

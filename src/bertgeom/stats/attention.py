@@ -20,8 +20,6 @@ gates"); `thresholds` keep today's absolute-threshold label beside it (`gate_abs
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from itertools import combinations
 from typing import Callable, Iterator
 
 import numpy as np
@@ -367,52 +365,7 @@ def attention_tables(
 
 
 # ---------------------------------------------------------------------------------------------
-# Across seeds
-# ---------------------------------------------------------------------------------------------
-
-
-def gate_agreement(gates: pd.DataFrame) -> pd.DataFrame:
-    """Agreement of the gate labels across seeds, from the concatenated per-seed gates tables.
-
-    Heads of independently trained models are interchangeable, so besides the agreement at the
-    same (layer, head) position there is the agreement after the best one-to-one matching of a
-    layer's heads, sum_g min(count_s(g), count_t(g)) / heads, and the chance level of the positional
-    agreement, sum_g share_s(g) share_t(g); each averaged over seed pairs (s, t).
-    Columns: layer, head (null on whole-layer rows), gate (null where not per gate), measure, value, n_seeds.
-    """
-    seeds = sorted(gates["seed"].unique())
-    rows = []
-    for layer, in_layer in gates.groupby("layer"):
-        wide = in_layer.pivot(index="head", columns="seed", values="gate")
-        pairs = list(combinations(seeds, 2))
-        for head, labels in wide.iterrows():
-            counts = Counter(labels.dropna())
-            modal = min(counts, key=lambda g: (-counts[g], g))
-            agree = np.mean([labels[s] == labels[t] for s, t in pairs]) if pairs else np.nan
-            rows.append((layer, head, modal, "position_agreement", agree, len(labels.dropna())))
-            rows.append((layer, head, modal, "modal_share", counts[modal] / len(labels.dropna()), len(labels.dropna())))
-        per_seed = {s: Counter(wide[s].dropna()) for s in seeds}
-        heads = len(wide)
-        matched = [sum(min(per_seed[s][g], per_seed[t][g]) for g in LABELS) / heads for s, t in pairs]
-        chance = [sum(per_seed[s][g] * per_seed[t][g] for g in LABELS) / heads**2 for s, t in pairs]
-        layer_rows = {
-            "position_agreement": np.mean([r[4] for r in rows if r[0] == layer and r[3] == "position_agreement"]),
-            "matched_agreement": np.mean(matched) if pairs else np.nan,
-            "chance_agreement": np.mean(chance) if pairs else np.nan,
-        }
-        rows += [(layer, None, None, m, v, len(seeds)) for m, v in layer_rows.items()]
-        for gate in LABELS:
-            shares = [per_seed[s][gate] / heads for s in seeds]
-            rows.append((layer, None, gate, "share_mean", float(np.mean(shares)), len(seeds)))
-            rows.append(
-                (layer, None, gate, "share_sd", float(np.std(shares, ddof=1)) if len(seeds) > 1 else np.nan, len(seeds))
-            )
-    table = pd.DataFrame(rows, columns=["layer", "head", "gate", "measure", "value", "n_seeds"])
-    return table.astype({"layer": "int16", "head": "Int16", "value": "float64", "n_seeds": "int32"})
-
-
-# ---------------------------------------------------------------------------------------------
-# Snakemake entry points
+# Rule entry point
 # ---------------------------------------------------------------------------------------------
 
 
@@ -442,11 +395,3 @@ def write_attention_patterns(
     for name, table in tables.items():
         write_parquet(table, outputs[name], meta=meta)
         log.info("wrote %s (%d rows)", outputs[name], len(table))
-
-
-def write_gate_agreement(paths: list[str], out: str) -> None:
-    """Rule gate_agreement: label agreement across seeds from every seed's gates table."""
-    gates = pd.concat([pq.read_table(path).to_pandas() for path in paths], ignore_index=True)
-    table = gate_agreement(gates)
-    write_parquet(table, out, meta=provenance(None, seeds=sorted(int(s) for s in gates["seed"].unique())))
-    log.info("wrote %s (%d rows)", out, len(table))
