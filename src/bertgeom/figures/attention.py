@@ -58,8 +58,8 @@ def plot_gate_grid(agreement: pd.DataFrame, reference_seed: int | None = None) -
     for row in heads.itertuples():
         grid[layers.index(row.layer), row.head] = codes[row.gate]
         share[layers.index(row.layer), row.head] = row.value
-    fig, ax = plt.subplots(figsize=(min(WIDTH * 1.3, max(WIDTH * 0.85, 0.42 * n_heads + 4.2)),
-                                    max(2.6, 0.36 * len(layers) + 1.5)))
+    fig, ax = plt.subplots(figsize=(min(WIDTH * 1.4, max(WIDTH, 0.42 * n_heads + 5.4)),
+                                    max(2.8, 0.36 * len(layers) + 1.7)))
     ax.imshow(grid, cmap=ListedColormap(list(GATE_COLOURS.values())), vmin=-0.5, vmax=len(codes) - 0.5,
               aspect="auto", interpolation="nearest")
     n_seeds = int(heads["n_seeds"].max())
@@ -83,12 +83,12 @@ def plot_gate_grid(agreement: pd.DataFrame, reference_seed: int | None = None) -
         right = ax.secondary_yaxis("right")
         right.set_yticks(range(len(layers)), [f"{matched.get(layer, np.nan):.0%} ({untrained.get(layer, np.nan):.0%})"
                                               for layer in layers])  # fmt: skip
-        right.set_ylabel("agreement between seeds, heads matched\n(each seed vs an untrained model)")
+        right.set_ylabel("seeds agreeing, heads matched\n(each seed vs untrained model)", labelpad=8)
     present = [g for g in GATE_COLOURS if g in set(heads["gate"])]
     fig.legend([Patch(color=GATE_COLOURS[g]) for g in present], [GATE_NAMES.get(g, g) for g in present],
                loc="outside right center", title="gate")
-    ax.set_title(f"Attention gates per head (modal label of {n_seeds} seeds, heads matched across seeds; "
-                 f"numbers: share of seeds agreeing)" if n_seeds > 1 else "Attention gates per head")
+    ax.set_title(f"Attention gates per head\n(modal label of {n_seeds} seeds, heads matched; "
+                 f"cell: share of seeds agreeing)" if n_seeds > 1 else "Attention gates per head")
     return fig
 
 

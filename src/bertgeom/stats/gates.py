@@ -155,13 +155,23 @@ def block_enrichment(a: np.ndarray, window: int, min_block: int) -> tuple[float,
     return float(within), float(expected)
 
 
-def permuted_scores(a: np.ndarray, gates: set[str], patterns: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Directional and/or cluster scores of `nulls.permutations` row-permuted copies of A."""
-    permutations = patterns["nulls"]["permutations"]
-    out = {gate: np.empty(permutations) for gate in gates}
+def row_permutations(rng: np.random.Generator, permutations: int, n: int) -> np.ndarray:
+    """[permutation, query, key] int32: flat indices into a row-major [n, m] block that put every
+    row's m = n - 2 non-special keys in an independent random order (the same orders serve every
+    head of a sequence: each head's null stays exact)."""
+    m = n - 2
+    keys = np.broadcast_to(np.arange(m, dtype=np.int32), (permutations, n, m))
+    return rng.permuted(keys, axis=-1) + (np.arange(n, dtype=np.int32) * m)[None, :, None]
+
+
+def permuted_scores(a: np.ndarray, gates: set[str], patterns: dict, orders: np.ndarray) -> dict[str, np.ndarray]:
+    """Directional and/or cluster scores of A with every row's non-special keys in the `orders`
+    (row_permutations): one score per permutation."""
+    out = {gate: np.empty(len(orders)) for gate in gates}
     total = a.sum()
-    for p in range(permutations):
-        block = rng.permuted(a[:, 1:-1], axis=1)  # every row's non-special keys shuffled
+    flat = np.ascontiguousarray(a[:, 1:-1]).ravel()
+    for p, order in enumerate(orders):
+        block = np.take(flat, order)  # [query, key]: every row's non-special keys shuffled
         if "directional" in gates:
             out["directional"][p] = top_key_share(block, total, patterns["top_keys"])
         if "cluster" in gates:
@@ -275,13 +285,18 @@ def permutation_nulls(
     matrices: Iterable[tuple[dict, np.ndarray]], wanted: dict[tuple[int, int], set[str]], patterns: dict,
     rng: np.random.Generator,
 ) -> dict[tuple[int, int], dict[str, list[np.ndarray]]]:
-    """Second pass over the matrices: permuted directional/cluster scores of the `wanted` heads."""
+    """Second pass over the matrices: permuted directional/cluster scores of the `wanted` heads.
+    The row orders are drawn once per sequence (matrices come sequence by sequence) for all its heads."""
     out: dict = defaultdict(lambda: defaultdict(list))
+    sequence, orders = None, None
     for record, a in matrices:
         key = (int(record["layer"]), int(record["head"]))
-        if key in wanted:
-            for gate, values in permuted_scores(a, wanted[key], patterns, rng).items():
-                out[key][gate].append(values)
+        if key not in wanted:
+            continue
+        if record["seq_id"] != sequence or len(orders[0]) != len(a):
+            sequence, orders = record["seq_id"], row_permutations(rng, patterns["nulls"]["permutations"], len(a))
+        for gate, values in permuted_scores(a, wanted[key], patterns, orders).items():
+            out[key][gate].append(values)
     return out
 
 
