@@ -1,10 +1,11 @@
-"""Attention-pattern figures: gate taxonomy grid, K90 violins, class-averaged attention gallery,
-row entropy per layer, attention per spike domain.
+"""Attention-pattern figures: gate taxonomy grid, row labels per head, K90 violins, class-averaged
+attention gallery, row entropy per layer, attention per spike domain.
 
-Tables (README "Attention patterns and directionality"), per seed in results/stats/seed{seed}/:
+Tables (docs/outputs.md; definitions docs/methods.md), per seed in results/stats/seed{seed}/:
 gates.parquet (layer, head, gate, score_<gate>, ...), k90.parquet (layer, head, seq_id, position,
 k90), attention_patterns.parquet (layer, head, source, measure, value), domain_attention.parquet
-(layer, head, domain, measure, value); across seeds results/stats/all_seeds/gate_agreement.parquet;
+(layer, head, domain, measure, value); across seeds results/stats/all_seeds/gate_agreement.parquet,
+row_gates.parquet and head_matching.parquet (per-seed heads -> the reference seed's);
 results/activations/seed{seed}/class_attention.parquet (docs/outputs.md) and
 results/tokens/token_map.parquet (position -> spike amino acids and domains).
 """
