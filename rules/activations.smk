@@ -1,4 +1,4 @@
-# Stage: activations. Library: src/bertgeom/activations.py; schemas: docs/outputs.md.
+# Stage: activations. Library: src/bertgeom/activations/ with hooks.py and measures.py; schemas: docs/outputs.md.
 
 
 rule dump_activations:
@@ -24,6 +24,7 @@ rule dump_activations:
     params:
         classes=CLASSES,
         activations=SETTINGS.block("activations"),
+        top_keys=SETTINGS.get("patterns.top_keys"),
         activations_run=SETTINGS.execution("activations"),
     script:
         "../scripts/dump_activations.py"

@@ -371,8 +371,7 @@ rule fig_attention_gallery:
 
 rule fig_attention_entropy:
     input:
-        patterns=seed_files("results/stats/seed{seed}/attention_patterns.parquet"),
-        matching=HEAD_MATCHING,
+        patterns="results/stats/all_seeds/attention_patterns.parquet",
         code=figure_code("attention"),
     output:
         png=report(
@@ -387,7 +386,7 @@ rule fig_attention_entropy:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        **figure_params("attention_entropy", seeds=SEEDS, ci=SETTINGS.get("stats.ci")),
+        **figure_params("attention_entropy", ci=SETTINGS.get("stats.ci")),
     script:
         "../scripts/figure.py"
 
@@ -419,8 +418,7 @@ rule fig_domain_attention:
 # ---- 6. Directionality ------------------------------------------------------------------------------
 rule fig_directionality_index:
     input:
-        directionality=seed_files("results/stats/seed{seed}/directionality.parquet"),
-        matching=HEAD_MATCHING,
+        directionality="results/stats/all_seeds/directionality.parquet",
         code=figure_code("directionality"),
     output:
         png=report(
@@ -435,15 +433,14 @@ rule fig_directionality_index:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        **figure_params("directionality_index", seeds=SEEDS),
+        **figure_params("directionality_index"),
     script:
         "../scripts/figure.py"
 
 
 rule fig_directionality_spectrum:
     input:
-        directionality=seed_files("results/stats/seed{seed}/directionality.parquet"),
-        matching=HEAD_MATCHING,
+        directionality="results/stats/all_seeds/directionality.parquet",
         code=figure_code("directionality"),
     output:
         png=report(
@@ -458,17 +455,14 @@ rule fig_directionality_spectrum:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        **figure_params(
-            "directionality_spectrum", seeds=SEEDS, ci=SETTINGS.get("stats.ci")
-        ),
+        **figure_params("directionality_spectrum", ci=SETTINGS.get("stats.ci")),
     script:
         "../scripts/figure.py"
 
 
 rule fig_directionality_original:
     input:
-        directionality=seed_files("results/stats/seed{seed}/directionality.parquet"),
-        matching=HEAD_MATCHING,
+        directionality="results/stats/all_seeds/directionality.parquet",
         code=figure_code("directionality"),
     output:
         png=report(
@@ -483,6 +477,6 @@ rule fig_directionality_original:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        **figure_params("directionality_original", seeds=SEEDS),
+        **figure_params("directionality_original"),
     script:
         "../scripts/figure.py"

@@ -16,4 +16,5 @@ with job_log(smk.log[0]):
         outputs={name: smk.output[name] for name in OUTPUT_FILES},
         classes=smk.params.classes,
         settings=settings,
+        top_keys=smk.params.top_keys,
     )

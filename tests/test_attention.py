@@ -1,9 +1,8 @@
-"""Attention patterns: K90, entropy, the seven gates, the cluster partition, domain attention,
-gate agreement, and the per-seed tables written from small files in the docs/outputs.md format."""
+"""Attention patterns: the seven gates, the cluster partition, domain attention, gate agreement, and
+the per-seed tables written from small files in the docs/outputs.md format (K90, entropy and the
+masses: tests/test_measures.py)."""
 
-import math
 from itertools import combinations
-from math import ceil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from snakemake.utils import validate
 
 from bertgeom.data.variants import spike_domains
 from bertgeom.io import read_metadata, write_parquet
+from bertgeom.measures import attention_measure_names
 from bertgeom.stats import attention as att
 from bertgeom.stats import gates
 from bertgeom.tokens import token_map
@@ -58,32 +58,6 @@ def pattern(kind: str, n: int = N, noise: float = 0.1, seed: int = 0) -> np.ndar
     a /= a.sum(1, keepdims=True)
     random = rng.dirichlet(np.ones(n), size=n)
     return (1 - noise) * a + noise * random
-
-
-def test_k90_one_hot_and_uniform():
-    for n in (3, 10, 100, 427):
-        assert att.k90(np.eye(n)).tolist() == [1] * n
-        assert att.k90(np.full((4, n), 1 / n)).tolist() == [ceil(0.9 * n)] * 4
-
-
-def test_k90_counts_keys_in_order_of_mass():
-    row = np.array([[0.05, 0.5, 0.3, 0.15]])  # 0.5 + 0.3 = 0.8 < 0.9, + 0.15 = 0.95
-    assert att.k90(row).tolist() == [3]
-
-
-def test_row_entropy_bounds():
-    assert np.allclose(att.row_entropy(np.full((3, 50), 1 / 50)), 1)
-    assert np.allclose(att.row_entropy(np.eye(50)), 0)
-    half = np.zeros((1, 64))
-    half[0, :32] = 1 / 32
-    assert att.row_entropy(half)[0] == pytest.approx(math.log(32) / math.log(64))
-
-
-def test_band_mass_matches_loop():
-    a = np.random.default_rng(1).random((9, 9))
-    for offsets in (range(-3, 0), range(1, 3), range(0, 1)):
-        loop = [sum(a[i, i + d] for d in offsets if 0 <= i + d < 9) for i in range(9)]
-        assert np.allclose(att.band_mass(a, offsets), loop)
 
 
 def absolute(scores: dict, config) -> str:
@@ -166,8 +140,9 @@ def test_matrix_metrics_known_values():
 KINDS = {(0, 0): "closed", (0, 1): "instance", (1, 0): "backward_contextual", (1, 1): "open"}
 
 
-def write_inputs(tmp_path, corrupt=False):
-    """attention_summary, attention (subset), class_attention and token_map for 2 layers x 2 heads."""
+def write_inputs(tmp_path, corrupt=False, top_keys=5):
+    """attention_summary, attention (subset), class_attention and token_map for 2 layers x 2 heads
+    (attention_summary's col_top{k} column for the default patterns.top_keys)."""
     rng = np.random.default_rng(0)
     seqs = [("s0", 0, N), ("s1", 1, N), ("s2", 0, N - 3)]
     rows = []
@@ -185,7 +160,7 @@ def write_inputs(tmp_path, corrupt=False):
     )
     write_parquet(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), tmp_path / "attention.parquet")
     summary = frame.drop(columns="matrix")
-    for measure in att.SUMMARY_MEASURES:
+    for measure in attention_measure_names(top_keys):
         summary[measure] = rng.random(len(summary))
     write_parquet(
         summary.astype({"label": "int16", "layer": "int16", "head": "int16"}), tmp_path / "attention_summary.parquet"

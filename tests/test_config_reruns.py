@@ -109,7 +109,7 @@ EXPECTED = {
     "stats.distribution_stages": (["input", "output"], ["distribution"]),
     "stats.batch_rows": (1000, NOTHING),
     "patterns.window": (3, PATTERNS),
-    "patterns.top_keys": (3, PATTERNS),
+    "patterns.top_keys": (3, ["dump_activations", *PATTERNS]),  # col_top{k} of every sequence
     "patterns.min_block": (6, PATTERNS),
     "patterns.singular_values": (3, ["attention_patterns"]),
     "patterns.rank_tol": (0.01, ["attention_patterns"]),

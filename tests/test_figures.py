@@ -456,14 +456,19 @@ def test_gallery_from_files(tmp_path):
         attention.read_class_matrices(inputs.class_attention, 1, [(5, 0)])
 
 
-def test_attention_entropy_layer_mean_over_heads_and_seeds():
-    rows = [{"seed": s, "layer": layer, "head": h, "source": "all", "measure": "entropy", "value": 0.1 * layer + 0.01 * h + 0.001 * s}
-            for s in (0, 1, 2) for layer in range(3) for h in range(4)]
-    fig = attention.plot_attention_entropy(pd.DataFrame(rows))
+def test_attention_entropy_layer_mean_over_heads_and_seeds(tmp_path):
+    """From the across-seed table the workflow writes (aggregate_seeds), read as rule fig_attention_entropy reads it."""
+    rows = [{"seed": s, "layer": layer, "head": h, "source": source, "measure": measure, "value": 0.1 * layer + 0.01 * h + 0.001 * s}
+            for s in (0, 1, 2) for layer in range(3) for h in range(4) for source in ("all", "subset") for measure in ("entropy", "k90")]
+    write_parquet(aggregate_seeds(pd.DataFrame(rows), 0.9), tmp_path / "attention_patterns.parquet")
+    fig = attention.make_attention_entropy(SimpleNamespace(patterns=tmp_path / "attention_patterns.parquet"), SimpleNamespace(ci=0.9))
     assert_readable(fig)
-    line = fig.axes[0].get_lines()[0]
+    ax = fig.axes[0]
+    line = [line for line in ax.get_lines() if line.get_label() == "mean over the layer's heads"][0]
     np.testing.assert_allclose(line.get_ydata(), [0.016, 0.116, 0.216])
-    assert len(fig.axes[0].collections[0].get_offsets()) == 12  # one dot per head
+    dots = [c for c in ax.collections if len(c.get_offsets()) == 12]  # one dot per head
+    np.testing.assert_allclose(np.sort(dots[0].get_offsets()[:, 1]), np.sort([0.1 * layer + 0.01 * h + 0.001 for layer in range(3) for h in range(4)]))
+    assert "3 seeds" in ax.get_title() and "90% CI" in ax.get_legend_handles_labels()[1][0]
 
 
 def test_domain_attention_marks_heads_significant_in_every_seed():
@@ -489,6 +494,7 @@ def test_domain_attention_marks_heads_significant_in_every_seed():
 
 # ---- directionality -------------------------------------------------------------------------------------
 def directionality_table(seeds=(0, 1), layers=2, heads=3) -> pd.DataFrame:
+    """An across-seed directionality table as the workflow builds it: per-seed rows -> aggregate_seeds."""
     rows = []
     for seed in seeds:
         for layer in range(layers):
@@ -498,7 +504,7 @@ def directionality_table(seeds=(0, 1), layers=2, heads=3) -> pd.DataFrame:
                     values = {"directionality_index": x + shift, "qk_asymmetry": x / 2, "eig_pos_mass": 0.5 + 0.01 * seed,
                               "angle_min": 10.0 + seed, "angle_median": 45.0 + shift * 100, "angle_max": 80.0}
                     rows += [(seed, layer, head, variant, m, v) for m, v in values.items()]
-    return pd.DataFrame(rows, columns=["seed", "layer", "head", "variant", "measure", "value"])
+    return aggregate_seeds(pd.DataFrame(rows, columns=["seed", "layer", "head", "variant", "measure", "value"]), 0.95)
 
 
 def test_directionality_index_heatmaps():

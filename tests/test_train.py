@@ -269,3 +269,16 @@ def test_bad_inputs_are_clear_errors(tokens, tmp_path):
         build_model(
             {"init": "pretrained", "pretrained": str(tmp_path / "nowhere")}, CLASSES, KmerTokenizer.load(tokens), 0
         )
+
+
+def test_select_device_names_the_setting(monkeypatch):
+    """One device picker (bertgeom.model.select_device) for training, evaluation, the dump and predict."""
+    from bertgeom.model import select_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    assert select_device("cpu", "config train.device") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"config activations\.device: 'cuda' requested but torch sees no CUDA device"):
+        select_device("cuda", "config activations.device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("cuda")

@@ -18,8 +18,8 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from bertgeom import io
-from bertgeom.model import load_model, predict_probs
-from bertgeom.train import load_split, select_device
+from bertgeom.model import load_model, predict_probs, select_device
+from bertgeom.train import load_split
 
 log = logging.getLogger("bertgeom.evaluate")
 
@@ -84,7 +84,7 @@ def evaluate_split(
     device: str = "auto",
 ) -> tuple[pa.Table, dict]:
     """(predictions table, metrics) of the model in `model_dir` on one tokens parquet."""
-    model = load_model(model_dir, select_device(device))
+    model = load_model(model_dir, select_device(device, "config train.device"))
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if names != list(classes):
         raise ValueError(f"{model_dir}: model classes {names} differ from config classes {list(classes)}")

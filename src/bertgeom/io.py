@@ -1,4 +1,5 @@
-"""Shared I/O: atomic writes, Parquet with a provenance block, fixed-size-list columns, job logs.
+"""Shared I/O: atomic writes, Parquet with a provenance block, fixed-size-list columns, job logs,
+and the table helpers every stage uses (batched reads, column checks, the tokens-file validator).
 
 Every output is written to a temporary file beside its target and renamed into place only when
 complete, so an interrupted job never leaves a partial file that looks finished.
@@ -42,6 +43,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs should be readable like any file
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # again: a writer may have replaced the file (safetensors writes 0600)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -201,6 +203,85 @@ def to_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     width = column.type.list_size
     values = column.flatten().to_numpy(zero_copy_only=False)
     return values.reshape(-1, width)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading tables
+
+
+# The columns of a tokens file (docs/outputs.md, Tokens) that training and the dump read.
+TOKEN_COLUMNS = ("seq_id", "label", "input_ids", "n_tokens")
+
+
+def require_columns(path: str | os.PathLike, columns) -> None:
+    """ValueError naming the file and the missing columns, if any."""
+    names = set(pq.read_schema(path).names)
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing} (see docs/outputs.md)")
+
+
+def iter_batches(path: str | os.PathLike, columns: list[str], batch_rows: int, filter=None) -> Iterator[pa.RecordBatch]:
+    """Record batches of `columns` of a Parquet file, `batch_rows` rows at a time (optionally the
+    rows matching `filter`, a pyarrow.compute expression). Memory is bounded by a batch or so.
+
+    pre_buffer off: by default the reader fetches the column chunks of every row group up front, so
+    memory grew with the file (benchmarks/bench_stats.py); the dataset scanner's read-ahead did too.
+    """
+    require_columns(path, columns)
+    reader = pq.ParquetFile(path, pre_buffer=False)
+    for batch in reader.iter_batches(batch_size=batch_rows, columns=columns):
+        if filter is not None:
+            batch = batch.filter(filter)
+        if batch.num_rows:
+            yield batch
+
+
+def class_name(label, classes: list[str], path: str | os.PathLike) -> str:
+    """The name of class `label` (its index in config classes); ValueError naming `path` if outside."""
+    if not 0 <= int(label) < len(classes):
+        raise ValueError(f"{path}: label {label} outside config classes (0..{len(classes) - 1})")
+    return classes[int(label)]
+
+
+def read_tokens(
+    path: str | os.PathLike, n_classes: int | None, columns=("seq_id", "label", "n_tokens"), max_positions: int | None = None
+) -> tuple[pa.Table, int]:
+    """`columns` of a tokens file (docs/outputs.md, Tokens), validated, and its max_length.
+
+    Checks, before anything is computed: the file and TOKEN_COLUMNS exist, input_ids is
+    fixed_size_list<int>[max_length] with max_length <= `max_positions` (the model's positions,
+    when given), and every record has 2 <= n_tokens <= max_length and 0 <= label < n_classes
+    (n_classes None: labels unchecked, sequences of no class).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: tokens file not found (run the tokens stage first)")
+    schema = pq.read_schema(path)
+    missing = [c for c in TOKEN_COLUMNS if c not in schema.names]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(TOKEN_COLUMNS)} (docs/outputs.md)")
+    ids_type = schema.field("input_ids").type
+    if not pa.types.is_fixed_size_list(ids_type):
+        raise ValueError(f"{path}: input_ids must be fixed_size_list<int32>[max_length], got {ids_type}")
+    width = ids_type.list_size
+    if max_positions is not None and width > max_positions:
+        raise ValueError(f"{path}: max_length {width} exceeds the model's max_position_embeddings {max_positions}")
+    table = pq.read_table(path, columns=list(dict.fromkeys([*columns, "seq_id", "label", "n_tokens"])))
+    n = table.column("n_tokens").to_numpy()
+    labels = table.column("label").to_numpy()
+    checks = [((n < 2) | (n > width), lambda i: f"n_tokens={n[i]}, expected 2..{width} ([CLS] and [SEP] included)")]
+    if n_classes is not None:
+        checks.append(((labels < 0) | (labels >= n_classes), lambda i: f"label {labels[i]}: labels must lie in 0..{n_classes - 1} (config classes)"))
+    for bad, what in checks:
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{path}: record {table.column('seq_id')[first]}: {what(first)}")
+    return table.select(list(columns)), width
+
+
+# ---------------------------------------------------------------------------------------------
+# Logs
 
 
 def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> logging.Logger:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -34,7 +33,8 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from bertgeom import io
-from bertgeom.model import autocast, build_model, count_parameters, predict_probs, trim_batch
+from bertgeom.handoff import add_remote_tokenizer, make_readable
+from bertgeom.model import autocast, build_model, count_parameters, predict_probs, select_device, trim_batch
 from bertgeom.tokens import TOKENIZER_NAMES, KmerTokenizer
 
 log = logging.getLogger("bertgeom.train")
@@ -63,26 +63,15 @@ class Split:
         return len(self.seq_ids)
 
 
-def load_split(path: str | Path, n_classes: int) -> Split:
-    """A tokens parquet (docs/outputs.md: seq_id, label, input_ids, n_tokens) as tensors."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: tokens file not found (run the tokens stage first)")
-    table = pq.read_table(path)
-    missing = {"seq_id", "label", "input_ids", "n_tokens"} - set(table.column_names)
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)}; expected the tokens format of docs/outputs.md")
+def load_split(path: str | Path, n_classes: int, labelled: bool = True) -> Split:
+    """A tokens parquet (docs/outputs.md: seq_id, label, input_ids, n_tokens), validated, as tensors.
+
+    labelled=False: the labels are not checked (background sequences for outlier exposure).
+    """
+    table, _ = io.read_tokens(path, n_classes if labelled else None, columns=io.TOKEN_COLUMNS)
     ids = io.to_matrix(table["input_ids"])
     n_tokens = table["n_tokens"].to_numpy().astype(np.int64)
     labels = table["label"].to_numpy().astype(np.int64)
-    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(
-            f"{path}: labels must lie in 0..{n_classes - 1} (config classes), found {labels.min()}..{labels.max()}"
-        )
-    if len(n_tokens) and (n_tokens.min() < 2 or n_tokens.max() > ids.shape[1]):
-        raise ValueError(
-            f"{path}: n_tokens must lie in 2..{ids.shape[1]} (max_length), found {n_tokens.min()}..{n_tokens.max()}"
-        )
     return Split(
         torch.from_numpy(np.array(ids, dtype=np.int32, order="C")),  # a writable copy
         torch.from_numpy(n_tokens),
@@ -99,14 +88,6 @@ def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarr
     """
     order = np.random.default_rng([seed, epoch]).permutation(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def select_device(name: str = "auto") -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device: cuda requested but torch sees no CUDA device")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def configure_torch(device: torch.device, threads: int, deterministic: bool) -> None:
@@ -221,11 +202,21 @@ def device_batch(split: Split, rows: np.ndarray, device: torch.device):
     return tuple(t.to(device, non_blocking=cuda) for t in tensors)
 
 
-def train_step(model, optimizer, scheduler, ids, mask, labels, grad_clip: float, device, bf16: bool):
-    """One AdamW step on one batch; returns (loss, grad_norm) as 0-d tensors (no host sync)."""
+def train_step(
+    model, optimizer, scheduler, ids, mask, labels, grad_clip: float, device, bf16: bool, outliers=None, weight=0.0
+):
+    """One AdamW step on one batch; returns (loss, grad_norm) as 0-d tensors (no host sync).
+
+    outliers: (ids, mask) of background sequences, pushed towards the uniform distribution with
+    `weight` (outlier exposure, Hendrycks et al. 2019: cross-entropy to uniform = logsumexp - mean logit).
+    """
     with autocast(device, bf16):
         logits = model(input_ids=ids, attention_mask=mask).logits
     loss = F.cross_entropy(logits.float(), labels)
+    if outliers is not None:
+        with autocast(device, bf16):
+            out = model(input_ids=outliers[0], attention_mask=outliers[1]).logits.float()
+        loss = loss + weight * (torch.logsumexp(out, dim=1) - out.mean(dim=1)).mean()
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
@@ -259,8 +250,12 @@ def fit(
     device: torch.device,
     ckpt_dir: Path,
     fingerprint: str,
+    background: Split | None = None,
 ) -> dict:
     """Train `model` in place for train_cfg["epochs"] epochs; returns the run's record.
+
+    background: sequences of no class; each step also sees batch_size // 2 of them (drawn per epoch
+    from SeedSequence([seed, 1000 + epoch])) with outlier-exposure weight train_cfg["outlier_weight"].
 
     The record has `log` (one dict per step, LOG_COLUMNS), `epochs` (validation after each epoch),
     `resumed_from_epoch`, `steps`.
@@ -291,11 +286,15 @@ def fit(
     for epoch in range(record["resumed_from_epoch"] + 1, epochs + 1):
         pending: list[tuple] = []
         mark = time.perf_counter()
-        for batch in batch_order(len(train), batch_size, seed, epoch):
+        batches = batch_order(len(train), batch_size, seed, epoch)
+        extra = outlier_batches(background, len(batches), max(1, batch_size // 2), seed, epoch)
+        for batch, out_rows in zip(batches, extra):
             ids, mask, labels = device_batch(train, batch, device)
+            outliers = device_batch(background, out_rows, device)[:2] if out_rows is not None else None
             lr = scheduler.get_last_lr()[0]
             loss, grad_norm = train_step(
-                forward, optimizer, scheduler, ids, mask, labels, train_cfg["grad_clip"], device, bf16
+                forward, optimizer, scheduler, ids, mask, labels, train_cfg["grad_clip"], device, bf16,
+                outliers, train_cfg.get("outlier_weight", 0.5),
             )
             step += 1
             pending.append((step, epoch, loss, lr, grad_norm, int(train.n_tokens[batch].sum())))
@@ -314,6 +313,14 @@ def fit(
     bar.close()
     record["steps"] = step
     return record
+
+
+def outlier_batches(background: Split | None, n_batches: int, size: int, seed: int, epoch: int) -> list:
+    """Rows of the background split for each step of an epoch (None everywhere without one)."""
+    if background is None or not len(background):
+        return [None] * n_batches
+    rng = np.random.default_rng([seed, 1000 + epoch])
+    return [rng.choice(len(background), size=min(size, len(background)), replace=False) for _ in range(n_batches)]
 
 
 def _flush(pending: list[tuple], rows: list[dict], mark: float, start: float, bar) -> float:
@@ -371,6 +378,7 @@ def train_seed(
     seed: int,
     threads: int = 1,
     recorded: dict | None = None,
+    background: str | Path | None = None,
 ) -> dict:
     """Train the model of one seed on the tokens at `train_path` into `out_dir`; returns training_info.
 
@@ -379,16 +387,18 @@ def train_seed(
     settings stored in training_info.json's `config` beside classes, model and train (the QC settings
     and reference that `bertgeom predict` applies to new genomes). Writes model.safetensors,
     config.json, the tokenizer files, train_log.csv and training_info.json into out_dir (each
-    atomically), then removes `ckpt_dir`.
+    atomically), then removes `ckpt_dir`. background: a tokens parquet of sequences of no class for
+    outlier exposure (train_cfg outlier_weight, default 0.5); None: none.
     """
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
-    device = select_device(train_cfg["device"])
+    device = select_device(train_cfg["device"], "config train.device")
     configure_torch(device, threads, train_cfg["deterministic"])
     tokenizer = KmerTokenizer.load(tokenizer_dir)
     train = load_split(train_path, len(classes))
     val = load_split(val_path, len(classes))
     if not len(train):
         raise ValueError(f"{train_path}: no training sequences")
+    outliers = load_split(background, len(classes), labelled=False) if background else None
     fingerprint = io.config_hash(
         {
             "classes": classes,
@@ -398,6 +408,7 @@ def train_seed(
             "device": device.type,
             "train_sha256": io.sha256_file(train_path),
             "vocab": len(tokenizer),
+            "background_sha256": io.sha256_file(background) if background else None,
         }
     )
     model = build_model(model_cfg, classes, tokenizer, seed).to(device)
@@ -410,7 +421,7 @@ def train_seed(
         len(tokenizer),
     )
     began = time.perf_counter()
-    record = fit(model, train, val, train_cfg, seed, device, ckpt_dir, fingerprint)
+    record = fit(model, train, val, train_cfg, seed, device, ckpt_dir, fingerprint, outliers)
     config = {"classes": classes, "model": model_cfg, "train": train_cfg, **(recorded or {})}
     info = {
         "seed": seed,
@@ -419,6 +430,7 @@ def train_seed(
         "deterministic": train_cfg["deterministic"],
         "n_train": len(train),
         "n_val": len(val),
+        "n_background": len(outliers) if outliers is not None else 0,
         "steps": record["steps"],
         "resumed_from_epoch": record["resumed_from_epoch"],
         "wall_s_this_run": time.perf_counter() - began,
@@ -446,6 +458,8 @@ def save_model_dir(model, tokenizer, out_dir: Path, log_rows: list[dict], info: 
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".save-") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save(tmp)
+        add_remote_tokenizer(tmp)  # AutoTokenizer(dir, trust_remote_code=True) takes raw spike sequences
+        make_readable(tmp)  # safetensors writes 0600
         for path in Path(tmp).iterdir():
             os.replace(path, out_dir / path.name)
     with io.atomic_path(out_dir / "train_log.csv", ".csv") as tmp:

@@ -18,8 +18,8 @@ import pandas as pd
 
 from bertgeom.data.fasta import read_fasta, write_fasta
 from bertgeom.data.ncbi import ncbi_genomes
-from bertgeom.data.synthetic import generate_class
-from bertgeom.data.variants import class_definitions, read_reference
+from bertgeom.data.synthetic import generate_class, homoplasy_pool
+from bertgeom.data.variants import class_definitions, load_variants, read_reference
 from bertgeom.io import atomic_path
 
 log = logging.getLogger("bertgeom.data.download")
@@ -34,23 +34,33 @@ def synthetic_genomes(
     """Synthetic genomes of every class (settings = config data.synthetic)."""
     sequence = read_reference(reference)
     for label, class_def in enumerate(class_definitions(variants, classes)):
-        for genome in generate_class(sequence, class_def, label, settings, seed, source=str(variants)):
-            yield genome.seq_id, genome.sequence, {
-                "class": genome.class_name,
-                "lineage": genome.lineage,
-                "source": "synthetic",
-                "release_date": "",
-                "origin": f"{Path(variants).name}:{genome.class_name}:profile{genome.profile}",
-                "synthetic": True,
-                "profile": genome.profile,
-                "random_substitutions": genome.random_substitutions,
-                "n_runs": len(genome.n_runs),
-                "n_masked": sum(length for _, length in genome.n_runs),
-                "trim_5p": genome.trim_5p,
-                "trim_3p": genome.trim_3p,
-                "spike_start": genome.spike_start,
-                "spike_end": genome.spike_end,
-            }
+        pool = homoplasy_pool(sequence, load_variants(variants), class_def["name"])
+        genomes = generate_class(sequence, class_def, label, settings, seed, str(variants), pool)
+        for genome in genomes:
+            yield genome.seq_id, genome.sequence, synthetic_fields(genome, variants)
+
+
+def synthetic_fields(genome, variants: str | os.PathLike) -> dict:
+    """The manifest fields of a synthetic genome (docs/outputs.md)."""
+    return {
+        "class": genome.class_name,
+        "lineage": genome.lineage,
+        "source": "synthetic",
+        "release_date": "",
+        "origin": f"{Path(variants).name}:{genome.class_name}:profile{genome.profile}",
+        "synthetic": True,
+        "profile": genome.profile,
+        "random_substitutions": genome.random_substitutions,
+        "dropped": genome.dropped,
+        "homoplasies": genome.homoplasies,
+        "ambiguous": genome.ambiguous,
+        "n_runs": len(genome.n_runs),
+        "n_masked": sum(length for _, length in genome.n_runs),
+        "trim_5p": genome.trim_5p,
+        "trim_3p": genome.trim_3p,
+        "spike_start": genome.spike_start,
+        "spike_end": genome.spike_end,
+    }
 
 
 def check_fasta_config(classes: list[str], fasta: dict[str, str]) -> None:
@@ -69,13 +79,14 @@ def check_fasta_config(classes: list[str], fasta: dict[str, str]) -> None:
         )
 
 
-def fasta_genomes(classes: list[str], fasta: dict[str, str]) -> Iterator[Record]:
-    """The records of each class's FASTA file (ids must be unique across all the files)."""
+def fasta_genomes(classes: list[str], fasta: dict[str, str], strip_gaps: bool = False) -> Iterator[Record]:
+    """The records of each class's FASTA file (ids must be unique across all the files); alignment
+    gaps are an error unless `strip_gaps` (then removed)."""
     check_fasta_config(classes, fasta)
     origin_of: dict[str, str] = {}
     for name in classes:
         path = str(fasta[name])
-        for seq_id, sequence in read_fasta(path):
+        for seq_id, sequence in read_fasta(path, strip_gaps):
             if seq_id in origin_of:
                 raise ValueError(
                     f"{path}: record id {seq_id!r} is also in {origin_of[seq_id]}; ids must be unique across data.fasta files"

@@ -3,9 +3,10 @@ attention gallery, row entropy per layer, attention per spike domain.
 
 Tables (docs/outputs.md; definitions docs/methods.md), per seed in results/stats/seed{seed}/:
 gates.parquet (layer, head, gate, score_<gate>, ...), k90.parquet (layer, head, seq_id, position,
-k90), attention_patterns.parquet (layer, head, source, measure, value), domain_attention.parquet
-(layer, head, domain, measure, value); across seeds results/stats/all_seeds/gate_agreement.parquet,
-row_gates.parquet and head_matching.parquet (per-seed heads -> the reference seed's);
+k90), domain_attention.parquet (layer, head, domain, measure, value); across seeds (rules
+aggregate_seeds, gate_agreement, match_heads; heads matched across seeds) results/stats/all_seeds/
+attention_patterns.parquet and row_gates.parquet (..., mean, ci_low, ci_high, n_seeds),
+gate_agreement.parquet and head_matching.parquet (per-seed heads -> the reference seed's);
 results/activations/seed{seed}/class_attention.parquet (docs/outputs.md) and
 results/tokens/token_map.parquet (position -> spike amino acids and domains).
 """
@@ -23,8 +24,7 @@ from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.patches import Patch
 
 from bertgeom.figures.tables import matched_heads, per_seed, read_parquet, select
-from bertgeom.figures.theme import DIVERGING, WIDTH, category_palette, legend_outside
-from bertgeom.stats.aggregate import aggregate_seeds
+from bertgeom.figures.theme import DIVERGING, WIDTH, category_palette, head_dots, legend_outside
 from bertgeom.stats.attention import GATE_NAMES, GATES, LABELS, NONE
 from bertgeom.stats.domains import partition
 from bertgeom.stats.gates import ROW_LABELS
@@ -34,7 +34,7 @@ AGREEMENT_COLUMNS = ("layer", "head", "gate", "measure", "value", "n_seeds")
 GATES_COLUMNS = ("layer", "head", "gate", *(f"score_{g}" for g in GATES))
 ROW_COLUMNS = ("layer", "head", "label", "measure", "mean", "n_seeds")
 K90_COLUMNS = ("layer", "head", "seq_id", "position", "k90")
-PATTERN_COLUMNS = ("seed", "layer", "head", "source", "measure", "value")
+PATTERN_COLUMNS = ("layer", "head", "source", "measure", "mean", "ci_low", "ci_high", "n_seeds")
 DOMAIN_COLUMNS = ("seed", "layer", "head", "domain", "measure", "value")
 TOKEN_MAP_COLUMNS = ("position", "token_kind", "aa_start", "aa_end", "domains")
 MATRIX_COLUMNS = ["label", "class", "layer", "head", "n_seqs", "length", "matrix"]
@@ -261,29 +261,25 @@ def plot_attention_gallery(matrices: dict, picks: pd.DataFrame, token_map: pd.Da
 
 
 def plot_attention_entropy(patterns: pd.DataFrame, ci: float = 0.95) -> plt.Figure:
-    """Normalised row entropy H / log n per layer: each head (mean over seeds of the matched heads,
-    dots) and the mean over heads with its interval over seeds (band). 1 = uniform rows (open
-    gates), 0 = one key.
+    """Normalised row entropy H / log n per layer: each head (dot: mean over seeds of the heads
+    matched to it; whisker: its interval over seeds) and the mean of a layer's heads (line).
+    1 = uniform rows (open gates), 0 = one key.
 
-    patterns: per-seed rows of measure `entropy`, source `all` (every dumped sequence), heads matched.
+    patterns: across-seed rows (all_seeds/attention_patterns, heads matched) of measure `entropy`,
+    source `all` (every dumped sequence), the interval at level `ci`.
     """
-    entropy = patterns[["seed", "layer", "head", "value"]]
-    per_head = aggregate_seeds(entropy, ci)
-    per_layer = aggregate_seeds(entropy.groupby(["seed", "layer"], as_index=False)["value"].mean(), ci)
+    per_head = patterns.sort_values(["layer", "head"])
+    per_layer = per_head.groupby("layer", as_index=False)["mean"].mean()
+    n_seeds = int(per_head["n_seeds"].max())
     fig, ax = plt.subplots(figsize=(WIDTH, 3.4))
-    jitter = (per_head["head"] - per_head["head"].max() / 2) / max(per_head["head"].max(), 1) * 0.3
-    ax.scatter(per_head["layer"] + jitter, per_head["mean"], s=10, color="#88CCEE", edgecolor="#332288",
-               linewidth=0.3, label="one head (mean over seeds,\nheads matched)", zorder=3)
-    ax.fill_between(per_layer["layer"], per_layer["ci_low"], per_layer["ci_high"], color="#CC6677", alpha=0.25,
-                    linewidth=0)
+    head_dots(ax, per_head, f"one head: mean over seeds{f', {100 * ci:.0f}% CI' if n_seeds > 1 else ''}")
     ax.plot(per_layer["layer"], per_layer["mean"], color="#CC6677", marker="o", markersize=3,
-            label=f"mean over heads, {100 * ci:.0f}% CI")
+            label="mean over the layer's heads")
     ax.set_ylim(0, 1.02)
     ax.set_xticks(sorted(per_layer["layer"].unique()))
     ax.set_xlabel("layer")
     ax.set_ylabel("row entropy / log n")
-    n_seeds = int(per_layer["n_seeds"].max())
-    ax.set_title(f"Entropy of the attention rows per layer ({n_seeds} seeds)")
+    ax.set_title(f"Entropy of the attention rows per layer ({n_seeds} seed{'s' if n_seeds > 1 else ''}, heads matched)")
     legend_outside(ax)
     return fig
 
@@ -353,9 +349,8 @@ def make_attention_gallery(input, params) -> plt.Figure:
 
 
 def make_attention_entropy(input, params) -> plt.Figure:
-    patterns = per_seed(input.patterns, params.seeds, read_parquet, columns=PATTERN_COLUMNS[1:])
-    entropy = select(patterns, "attention_patterns", measure="entropy", source="all")
-    return plot_attention_entropy(matched_heads(entropy, input.matching), params.ci)
+    patterns = read_parquet(input.patterns, PATTERN_COLUMNS, filters=[("measure", "=", "entropy")])
+    return plot_attention_entropy(select(patterns, input.patterns, measure="entropy", source="all"), params.ci)
 
 
 def make_domain_attention(input, params) -> plt.Figure:

@@ -15,6 +15,8 @@ patterns ("gates") but gives no formula for them; the scores below are our opera
 
 A head's label comes from a null per gate (bertgeom.stats.gates; docs/methods.md, "Attention
 gates"); `thresholds` keep today's absolute-threshold label beside it (`gate_absolute`).
+Entropy, K90, the masses and the column share are bertgeom.measures' (the dump computes the same
+for every sequence); the cluster score and the singular values are defined here.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import torch
 from tqdm import tqdm
 
-from bertgeom.io import provenance, read_metadata, write_parquet
-from bertgeom.stats.cone import iter_batches, require_columns
+from bertgeom.io import class_name, iter_batches, provenance, read_metadata, require_columns, write_parquet
+from bertgeom.measures import attention_measure_names, attention_measures, row_k90
 from bertgeom.stats.domains import domain_shares, domain_table, membership
 
 log = logging.getLogger(__name__)
@@ -37,47 +40,14 @@ GATES = ("directional", "open", "backward_contextual", "forward_contextual", "cl
 GATE_NAMES = {gate: gate.replace("_", " ") for gate in GATES}  # the paper's names
 NONE, MULTIPLE = "none", "multiple"  # labels besides the gates: no gate passed, several passed
 LABELS = (*GATES, MULTIPLE, NONE)
-K90_MASS = 0.9
 ROW_SUM_TOL = 0.02  # float16 storage: a row of 427 entries sums to 1 within ~1e-3
 MATRIX_BATCH = 32  # attention matrices per record batch (427 x 427 float16 = 364 kB each)
-SUMMARY_MEASURES = [
-    "entropy", "k90", "k90_q10", "k90_q50", "k90_q90", "mass_cls", "mass_sep", "mass_self",
-    "mass_prev", "mass_next", "col_top5", "attn_cone", "attn_cone_ref",
-]  # fmt: skip
 MATRIX_COLUMNS = ["seq_id", "label", "layer", "head", "n", "matrix"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Measures of one attention matrix
 # ---------------------------------------------------------------------------------------------
-
-
-def k90(attention: np.ndarray, mass: float = K90_MASS) -> np.ndarray:
-    """Keys needed to reach `mass` of each row's total: A [query, key] -> [query] int.
-
-    Keys are taken from the most attended down; a one-hot row needs 1, a uniform row of n keys
-    ceil(0.9 n). The relative tolerance 1e-9 keeps exact cases (0.9 n integral) from rounding up.
-    """
-    a = np.asarray(attention, dtype=np.float64)
-    cumulative = np.cumsum(-np.sort(-a, axis=-1), axis=-1)
-    target = mass * a.sum(axis=-1, keepdims=True) * (1 - 1e-9)
-    return (cumulative < target).sum(axis=-1) + 1
-
-
-def row_entropy(attention: np.ndarray) -> np.ndarray:
-    """Normalised row entropy H(A_i) / log n (0 * log 0 = 0): A [query, key] -> [query] in [0, 1]."""
-    a = np.asarray(attention, dtype=np.float64)
-    n = a.shape[-1]
-    if n < 2:
-        raise ValueError(f"row_entropy: needs at least 2 keys, got {n}")
-    logs = np.log(np.where(a > 0, a, 1.0))
-    return -(a * logs).sum(axis=-1) / np.log(n)
-
-
-def band_mass(attention: np.ndarray, offsets: range) -> np.ndarray:
-    """Per query row, the mass on keys i + d for d in `offsets`: A [query, key] -> [query]."""
-    a = np.asarray(attention, dtype=np.float64)
-    return sum(np.pad(np.diagonal(a, offset=d), (max(-d, 0), max(d, 0))) for d in offsets)
 
 
 def contiguous_partition(weights: np.ndarray, min_block: int) -> list[tuple[int, int]]:
@@ -145,30 +115,21 @@ def matrix_metrics(
 ) -> dict[str, float]:
     """Per-head metrics of one attention matrix A [query, key] (n x n, rows sum to 1).
 
-    Means over all n real query rows. Special keys: 0 ([CLS]) and n - 1 ([SEP]).
+    The measures of bertgeom.measures (means over all n real query rows; special keys 0 = [CLS]
+    and n - 1 = [SEP]; the contextual windows of `window` tokens), computed in float64, except the
+    cone of the rows (every sequence's is in the dump's attention_summary); then the cluster score
+    and the singular values.
     """
     a = np.asarray(attention, dtype=np.float64)
     n = a.shape[0]
-    k = k90(a)
-    column = a[:, 1:-1].sum(axis=0)  # attention received by each non-special key
+    names = attention_measure_names(top_keys, window)
+    values = attention_measures(torch.from_numpy(a)[None, None], torch.tensor([n]), top_keys, window)[0, 0].tolist()
     singular = np.linalg.svd(a, compute_uv=False)
     spectrum = singular / singular.sum()
     cluster, blocks = cluster_score(a, window, min_block)
     metrics = {
         "n": float(n),
-        "entropy": float(row_entropy(a).mean()),
-        "k90": float(k.mean()),
-        "k90_q10": float(np.quantile(k, 0.1)),
-        "k90_q50": float(np.quantile(k, 0.5)),
-        "k90_q90": float(np.quantile(k, 0.9)),
-        "mass_cls": float(a[:, 0].mean()),
-        "mass_sep": float(a[:, -1].mean()),
-        "mass_self": float(np.diagonal(a).mean()),
-        "mass_prev": float(band_mass(a, range(-1, 0)).mean()),
-        "mass_next": float(band_mass(a, range(1, 2)).mean()),
-        "mass_back": float(band_mass(a, range(-window, 0)).mean()),
-        "mass_fwd": float(band_mass(a, range(1, window + 1)).mean()),
-        f"col_top{top_keys}": float(np.sort(column)[::-1][:top_keys].sum() / a.sum()),
+        **{name: value for name, value in zip(names, values) if name not in ("attn_cone", "attn_cone_ref")},
         "cluster": cluster,
         "cluster_blocks": float(blocks),
         "rank": float((singular > rank_tol * singular[0]).sum()),
@@ -243,15 +204,16 @@ def iter_attention(path: str, columns: list[str] = MATRIX_COLUMNS) -> Iterator[t
 # ---------------------------------------------------------------------------------------------
 
 
-def summary_table(path: str, seed: int, batch_rows: int) -> pd.DataFrame:
+def summary_table(path: str, seed: int, batch_rows: int, top_keys: int) -> pd.DataFrame:
     """Means over every dumped sequence of attention_summary.parquet, tidy, source "all"."""
-    columns = ["layer", "head"] + SUMMARY_MEASURES
+    measures = list(attention_measure_names(top_keys))
+    columns = ["layer", "head"] + measures
     frames = [batch.to_pandas() for batch in iter_batches(path, columns, batch_rows)]
     if not frames:
         raise ValueError(f"{path}: no rows")
     frame = pd.concat(frames, ignore_index=True)
     grouped = frame.groupby(["layer", "head"])
-    means = grouped[SUMMARY_MEASURES].mean()
+    means = grouped[measures].mean()
     means["n_seqs"] = grouped.size()
     tidy = means.reset_index().melt(id_vars=["layer", "head"], var_name="measure", value_name="value")
     return tidy.assign(seed=seed, source="all")
@@ -274,9 +236,9 @@ def subset_tables(
         metric_rows.append({**key, **metrics, **{f"score_{g}": s for g, s in scores.items()}})
         if each is not None:
             each(record, a)
-        k = k90(a)
+        k = row_k90(torch.from_numpy(a)).numpy()
         k90_frames.append(
-            pd.DataFrame({**key, "label": record["label"], "class": _class_name(record["label"], classes, attention_path),
+            pd.DataFrame({**key, "label": record["label"], "class": class_name(record["label"], classes, attention_path),
                           "position": np.arange(len(k)), "k90": k})  # fmt: skip
         )
         observed, expected = domain_shares(a, member)
@@ -290,12 +252,6 @@ def subset_tables(
     )
     k90_table = k90_table[["seed", "layer", "head", "seq_id", "label", "class", "position", "k90"]]
     return pd.DataFrame(metric_rows), k90_table, pd.DataFrame(domain_rows)
-
-
-def _class_name(label: int, classes: list[str], path: str) -> str:
-    if not 0 <= int(label) < len(classes):
-        raise ValueError(f"{path}: label {label} outside config classes (0..{len(classes) - 1})")
-    return classes[int(label)]
 
 
 def patterns_tables(per_matrix: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -342,12 +298,12 @@ def attention_tables(
 ) -> dict[str, pd.DataFrame]:
     """Every per-seed table of rule attention_patterns: patterns, gates, gate_tests, row_gates, k90,
     domains. null_scores: the null model's per-matrix scores (rule null_model), the closed gate's null."""
-    from bertgeom.stats import gates  # gates reads the measures above: imported here until they get a module
+    from bertgeom.stats import gates  # gates uses this module's cluster score and gate scores: no import cycle
 
     parts, subunits, member = membership(token_map, variants)
     domain_names = parts + subunits
     log.info("summary means over every sequence: %s", summary)
-    all_rows = summary_table(summary, seed, batch_rows)
+    all_rows = summary_table(summary, seed, batch_rows, patterns["top_keys"])
     log.info("subset matrices: %s", attention)
     labeller = gates.Labeller(patterns, gates.read_null_scores(null_scores, patterns), seed)
     per_matrix, k90_table, domain_rows = subset_tables(attention, member, domain_names, patterns, seed, classes,

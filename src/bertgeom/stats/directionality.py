@@ -31,9 +31,8 @@ from safetensors import safe_open
 from scipy.linalg import orth, subspace_angles
 from tqdm import tqdm
 
-from bertgeom.io import provenance, to_matrix, write_parquet
+from bertgeom.io import provenance, require_columns, to_matrix, write_parquet
 from bertgeom.stats.attention import iter_attention
-from bertgeom.stats.cone import require_columns
 
 log = logging.getLogger(__name__)
 

@@ -25,16 +25,8 @@ from sklearn.metrics import silhouette_samples
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from threadpoolctl import threadpool_limits
 
-from bertgeom.io import to_matrix, write_parquet
-from bertgeom.stats.cone import (
-    ALL,
-    isoscore,
-    iter_batches,
-    normalised_cone,
-    outlier_z,
-    require_columns,
-    stats_provenance,
-)
+from bertgeom.io import iter_batches, require_columns, to_matrix, write_parquet
+from bertgeom.stats.cone import ALL, isoscore, normalised_cone, outlier_z, stats_provenance
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from scipy import stats
 
 from bertgeom.data.variants import load_variants
-from bertgeom.stats.cone import require_columns
+from bertgeom.io import require_columns
 
 log = logging.getLogger(__name__)
 

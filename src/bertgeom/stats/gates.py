@@ -47,18 +47,11 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import torch
 
-from bertgeom.stats.cone import require_columns
-from bertgeom.stats.attention import (
-    GATES,
-    MULTIPLE,
-    NONE,
-    band_mass,
-    cluster_score,
-    contiguous_partition,
-    gate_scores,
-    row_entropy,
-)
+from bertgeom.io import require_columns
+from bertgeom.measures import attention_measure_names, attention_measures, band_mass, sorted_row_entropy
+from bertgeom.stats.attention import GATES, MULTIPLE, NONE, cluster_score, contiguous_partition, gate_scores
 
 log = logging.getLogger(__name__)
 
@@ -181,19 +174,22 @@ def permuted_scores(a: np.ndarray, gates: set[str], patterns: dict, orders: np.n
 
 
 def scores_of(a: np.ndarray, patterns: dict) -> dict[str, float]:
-    """The seven gate scores of A without the costly metrics (SVD, K90) of attention.matrix_metrics."""
-    w, n = patterns["window"], a.shape[0]
-    metrics = {
-        "entropy": float(row_entropy(a).mean()),
-        f"col_top{patterns['top_keys']}": top_key_share(a[:, 1:-1], a.sum(), patterns["top_keys"]),
-        "mass_back": float(band_mass(a, range(-w, 0)).mean()),
-        "mass_fwd": float(band_mass(a, range(1, w + 1)).mean()),
-        "cluster": cluster_score(a, w, patterns["min_block"])[0],
-        "mass_self": float(np.trace(a) / n),
-        "mass_cls": float(a[:, 0].mean()),
-        "mass_sep": float(a[:, -1].mean()),
-    }
-    return gate_scores(metrics, patterns["top_keys"])
+    """The seven gate scores of A without the costly metrics (SVD) of attention.matrix_metrics."""
+    top_keys, window = patterns["top_keys"], patterns["window"]
+    values = attention_measures(torch.from_numpy(a)[None, None], torch.tensor([a.shape[0]]), top_keys, window)[0, 0]
+    metrics = dict(zip(attention_measure_names(top_keys, window), values.tolist()))
+    metrics["cluster"] = cluster_score(a, window, patterns["min_block"])[0]
+    return gate_scores(metrics, top_keys)
+
+
+def row_band(a: np.ndarray, offs: list[int]) -> np.ndarray:
+    """Per query row of A [query, key], the mass on keys i + d for the consecutive offsets `offs`."""
+    return band_mass(torch.from_numpy(a), range(offs[0], offs[-1] + 1)).numpy()
+
+
+def row_entropies(a: np.ndarray) -> np.ndarray:
+    """Normalised entropy H(A_i) / log n of each query row of A [query, key]."""
+    return sorted_row_entropy(torch.from_numpy(a), torch.tensor(float(a.shape[-1]), dtype=torch.float64)).numpy()
 
 
 def enriched(score: np.ndarray, mean: np.ndarray, min_effect: float) -> np.ndarray:
@@ -224,12 +220,12 @@ def matrix_null(a: np.ndarray, patterns: dict, closed_rows: float, rng: np.rando
     for gate in DRAWN:
         offs = offsets(gate, patterns["window"])
         samples, mean = row_null(a, offs, patterns["nulls"]["row_draws"], rng)
-        passed[gate] = enriched(band_mass(a, range(offs[0], offs[-1] + 1)), mean, effects[gate])
+        passed[gate] = enriched(row_band(a, offs), mean, effects[gate])
         out["null_rows"][gate] = float(enriched(samples, mean, effects[gate]).mean())
         out["samples"][gate] = samples.mean(axis=1)  # matrix score = mean over rows; rows independent
         out["mean"][gate] = float(mean.mean())
     passed["closed"] = enriched(a[:, 0] + a[:, -1], closed_rows, effects["closed"])
-    out["rows"] = row_label_counts(passed, row_entropy(a) >= patterns["thresholds"]["open"])
+    out["rows"] = row_label_counts(passed, row_entropies(a) >= patterns["thresholds"]["open"])
     block = a[:, 1:-1]
     out["directional_bound"] = min(patterns["top_keys"], block.shape[1]) * block.sum() / block.shape[1] / a.sum()
     out["within"], out["expected"] = block_enrichment(a, patterns["window"], patterns["min_block"])

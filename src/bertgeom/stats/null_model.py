@@ -15,12 +15,11 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from bertgeom.activations import subset_ids
-from bertgeom.io import provenance, to_matrix, write_parquet
+from bertgeom.io import provenance, read_tokens, to_matrix, write_parquet
 from bertgeom.stats.attention import GATES
 from bertgeom.stats.gates import Labeller, closed_nulls, scores_of
 
@@ -34,11 +33,11 @@ def untrained_model(model_config: str, seed: int) -> BertForSequenceClassificati
     return BertForSequenceClassification._from_config(config, attn_implementation="eager").eval()
 
 
-def subset_sequences(token_files: list[str], per_class: int) -> list[tuple[str, np.ndarray]]:
+def subset_sequences(token_files: list[str], per_class: int, max_positions: int) -> list[tuple[str, np.ndarray]]:
     """(seq_id, real token ids [n]) of the dump's subset: the first `per_class` seq_ids of each label and split."""
     sequences = []
     for path in token_files:
-        table = pq.read_table(path, columns=["seq_id", "label", "input_ids", "n_tokens"])
+        table, _ = read_tokens(path, None, ("seq_id", "label", "input_ids", "n_tokens"), max_positions)
         keep = subset_ids(table, per_class)
         ids, n = to_matrix(table.column("input_ids")), table.column("n_tokens").to_numpy()
         sequences += [(s, ids[i, : n[i]]) for i, s in enumerate(table.column("seq_id").to_pylist()) if s in keep]
@@ -63,7 +62,7 @@ def null_model_tables(model_config: str, token_files: list[str], patterns: dict,
     gates (the null model's own labels, its closed null being itself)."""
     seed = patterns["nulls"]["seed"]
     model = untrained_model(model_config, seed)
-    sequences = subset_sequences(token_files, per_class)
+    sequences = subset_sequences(token_files, per_class, model.config.max_position_embeddings)
     log.info("null model: seed %d, %d layers x %d heads, %d sequences", seed, model.config.num_hidden_layers,
              model.config.num_attention_heads, len(sequences))  # fmt: skip
     rows = []
