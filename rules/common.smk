@@ -191,6 +191,7 @@ FIGURE_IDS = [
     "embedding_tsne",
     "probe_silhouette",
     "gate_grid",
+    "row_gates",
     "k90_violins",
     "attention_gallery",
     "attention_entropy",
@@ -244,16 +245,24 @@ STATS_TABLES = [
     "cone_index",
     "distribution",
     "attention_patterns",
+    "row_gates",
     "domain_attention",
     "directionality",
 ]
 
 
+# Tables without per-head rows: aggregated as they are (the others over matched heads).
+HEADLESS_TABLES = ["distribution"]
+
+
 def stats_seed_tables(wildcards):
-    """Input of aggregate_seeds: results/stats/seed{seed}/{name}.parquet for every seed."""
-    return expand(
+    """Input of aggregate_seeds: results/stats/seed{seed}/{name}.parquet for every seed, and the
+    head matching across seeds for tables with per-head rows."""
+    tables = expand(
         "results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=wildcards.name
     )
+    matching = [] if wildcards.name in HEADLESS_TABLES else [HEAD_MATCHING]
+    return {"tables": tables, "matching": matching}
 
 
 def stats_outputs():
@@ -266,12 +275,27 @@ def stats_outputs():
 
 
 # --- attention patterns and directionality (rules/attention.smk) ---------------------------------
+HEAD_MATCHING = "results/stats/all_seeds/head_matching.parquet"
+# What rule null_model uses of the patterns block (not the per-matrix metrics' singular_values,
+# rank_tol, the domains' fdr or the weights' eig_tol).
+NULL_MODEL_PATTERNS = SETTINGS.block(
+    "patterns", exclude=("eig_tol", "fdr", "singular_values", "rank_tol")
+)
+
+
 def attention_outputs():
-    """The attention tables not aggregated by aggregate_seeds (labels, K90 samples, agreement)."""
+    """The attention tables not aggregated by aggregate_seeds (labels, tests, K90 samples,
+    agreement) and the null model's."""
     per_seed = expand(
-        "results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=["gates", "k90"]
+        "results/stats/seed{seed}/{name}.parquet",
+        seed=SEEDS,
+        name=["gates", "gate_tests", "k90"],
     )
-    return per_seed + ["results/stats/all_seeds/gate_agreement.parquet"]
+    null_model = expand(
+        "results/stats/null_model/{name}.parquet", name=["scores", "gates"]
+    )
+    across = ["results/stats/all_seeds/gate_agreement.parquet", HEAD_MATCHING]
+    return per_seed + null_model + across
 
 
 # --- cluster execution (profiles/slurm) ----------------------------------------------------------
@@ -281,6 +305,7 @@ def attention_outputs():
 LOCAL_RULES = [
     "download",
     "aggregate_seeds",
+    "match_heads",
     "gate_agreement",
     "metrics_table",
     *(f"fig_{figure_id}" for figure_id in FIGURE_IDS),

@@ -276,6 +276,7 @@ rule fig_probe_silhouette:
 rule fig_gate_grid:
     input:
         agreement="results/stats/all_seeds/gate_agreement.parquet",
+        matching=HEAD_MATCHING,
         code=figure_code("attention"),
     output:
         png=report(
@@ -291,6 +292,28 @@ rule fig_gate_grid:
         "../envs/bertgeom.yaml"
     params:
         **figure_params("gate_grid"),
+    script:
+        "../scripts/figure.py"
+
+
+rule fig_row_gates:
+    input:
+        rows="results/stats/all_seeds/row_gates.parquet",
+        code=figure_code("attention"),
+    output:
+        png=report(
+            "results/figures/row_gates.png",
+            caption="../report/row_gates.rst",
+            category="5. Attention patterns",
+            subcategory="Gates",
+        ),
+        pdf="results/figures/row_gates.pdf",
+    log:
+        "logs/fig_row_gates/fig_row_gates.log",
+    conda:
+        "../envs/bertgeom.yaml"
+    params:
+        **figure_params("row_gates"),
     script:
         "../scripts/figure.py"
 
@@ -372,6 +395,7 @@ rule fig_domain_attention:
     input:
         domains=seed_files("results/stats/seed{seed}/domain_attention.parquet"),
         variants=resolve(config["data"]["variants"]),
+        matching=HEAD_MATCHING,
         code=figure_code("attention"),
     output:
         png=report(

@@ -11,6 +11,7 @@ with job_log(smk.log[0], outputs=smk.output):
         class_attention=smk.input.class_attention,
         token_map=smk.input.token_map,
         variants=smk.input.variants,
+        null_scores=smk.input.null_scores,
         outputs=dict(smk.output.items()),
         patterns=smk.params.patterns,
         classes=smk.params.classes,

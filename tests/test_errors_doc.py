@@ -91,6 +91,7 @@ BAD_SETTINGS = {
     ),
     "figures.example_seed not in train.seeds": BadSetting({"figures.example_seed": 7}),
     "figures.gallery_class not in classes": BadSetting({"figures.gallery_class": "Zeta"}),
+    "patterns.nulls.seed is a training seed": BadSetting({"patterns.nulls.seed": 0}),
     "activations.token_stages empty": BadSetting({"activations.token_stages": []}),
     "activations.token_stages without input": BadSetting({"activations.token_stages": ["q", "k", "output"]}),
     "activations.subset_per_class 0": BadSetting({"activations.subset_per_class": 0}),

@@ -151,7 +151,7 @@ def check_config(config: dict, basedir: str | Path = ROOT) -> None:
     `config` is validated against the schema (defaults filled); relative paths in it are resolved
     as the workflow does (resolve_path with the workflow's directory `basedir`).
     """
-    checks = (_data_files, _split_sizes, _tokens_fit, _pretrained_positions, _downstream_needs, _figure_choices)
+    checks = (_data_files, _split_sizes, _tokens_fit, _pretrained_positions, _downstream_needs, _figure_choices, _null_seed)
     problems = [problem for check in checks for problem in check(config, Path(basedir))]
     if problems:
         raise ValueError("\n".join(problems))
@@ -283,3 +283,13 @@ def _figure_choices(config: dict, basedir: Path) -> Iterator[str]:
         yield f"config figures.example_seed {figures['example_seed']} is not one of train.seeds {seeds}"
     if figures["gallery_class"] is not None and figures["gallery_class"] not in classes:
         yield f"config figures.gallery_class {figures['gallery_class']!r} is not one of classes {classes}"
+
+
+def _null_seed(config: dict, basedir: Path) -> Iterator[str]:
+    """The null model of the gate labels is initialised independently of every trained model."""
+    seed, seeds = config["patterns"]["nulls"]["seed"], config["train"]["seeds"]
+    if seed in seeds:
+        yield (
+            f"config patterns.nulls.seed {seed} is one of train.seeds {seeds}: the null model must be initialised "
+            "independently of every trained model (choose another seed)"
+        )
