@@ -15,8 +15,11 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 )
 sys.path.insert(0, SRC)
-from bertgeom.config import Settings
+from bertgeom.config import Settings, check_config, resolve_path
 from bertgeom.figures.registry import FIGURE_IDS, FIGURES, rule_inputs
+
+# What the schema cannot express (constraints between keys, files the config names): before any job.
+check_config(config, workflow.basedir)
 
 # --- config -> params ----------------------------------------------------------------------------
 # Every setting a job uses reaches it through `params:`, canonical (sorted keys, schema-typed numbers:
@@ -65,10 +68,7 @@ def figure_params(figure):
 
 def resolve(path):
     """A config path: as given if it exists from the working directory, else from the workflow's."""
-    path = Path(path)
-    if path.is_absolute() or path.exists():
-        return str(path)
-    return str(Path(workflow.basedir) / path)
+    return str(resolve_path(path, workflow.basedir))
 
 
 def final_outputs():
@@ -169,15 +169,10 @@ def seed_files(pattern):
 
 
 def example_seed():
-    """The seed whose model the single-model figures show (figures.example_seed, else the first seed)."""
-    seed = config["figures"].get("example_seed")
-    if seed is None:
-        return SEEDS[0]
-    if seed not in SEEDS:
-        raise ValueError(
-            f"config figures.example_seed: {seed} is not one of train.seeds {SEEDS}"
-        )
-    return seed
+    """The seed whose model the single-model figures show (figures.example_seed, else the first seed;
+    check_config has made sure it is one of train.seeds)."""
+    seed = config["figures"]["example_seed"]
+    return SEEDS[0] if seed is None else seed
 
 
 def figure_code(module):
@@ -242,16 +237,24 @@ STATS_TABLES = [
     "cone_index",
     "distribution",
     "attention_patterns",
+    "row_gates",
     "domain_attention",
     "directionality",
 ]
 
 
+# Tables without per-head rows: aggregated as they are (the others over matched heads).
+HEADLESS_TABLES = ["distribution"]
+
+
 def stats_seed_tables(wildcards):
-    """Input of aggregate_seeds: results/stats/seed{seed}/{name}.parquet for every seed."""
-    return expand(
+    """Input of aggregate_seeds: results/stats/seed{seed}/{name}.parquet for every seed, and the
+    head matching across seeds for tables with per-head rows."""
+    tables = expand(
         "results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=wildcards.name
     )
+    matching = [] if wildcards.name in HEADLESS_TABLES else [HEAD_MATCHING]
+    return {"tables": tables, "matching": matching}
 
 
 def stats_outputs():
@@ -264,12 +267,27 @@ def stats_outputs():
 
 
 # --- attention patterns and directionality (rules/attention.smk) ---------------------------------
+HEAD_MATCHING = "results/stats/all_seeds/head_matching.parquet"
+# What rule null_model uses of the patterns block (not the per-matrix metrics' singular_values,
+# rank_tol, the domains' fdr or the weights' eig_tol).
+NULL_MODEL_PATTERNS = SETTINGS.block(
+    "patterns", exclude=("eig_tol", "fdr", "singular_values", "rank_tol")
+)
+
+
 def attention_outputs():
-    """The attention tables not aggregated by aggregate_seeds (labels, K90 samples, agreement)."""
+    """The attention tables not aggregated by aggregate_seeds (labels, tests, K90 samples,
+    agreement) and the null model's."""
     per_seed = expand(
-        "results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=["gates", "k90"]
+        "results/stats/seed{seed}/{name}.parquet",
+        seed=SEEDS,
+        name=["gates", "gate_tests", "k90"],
     )
-    return per_seed + ["results/stats/all_seeds/gate_agreement.parquet"]
+    null_model = expand(
+        "results/stats/null_model/{name}.parquet", name=["scores", "gates"]
+    )
+    across = ["results/stats/all_seeds/gate_agreement.parquet", HEAD_MATCHING]
+    return per_seed + null_model + across
 
 
 # --- cluster execution (profiles/slurm) ----------------------------------------------------------
@@ -279,6 +297,7 @@ def attention_outputs():
 LOCAL_RULES = [
     "download",
     "aggregate_seeds",
+    "match_heads",
     "gate_agreement",
     "metrics_table",
     *(f"fig_{figure_id}" for figure_id in FIGURE_IDS),

@@ -66,7 +66,7 @@ rule distribution:
 rule aggregate_seeds:
     """Any per-seed stats table (STATS_TABLES): mean and t interval at stats.ci across seeds."""
     input:
-        stats_seed_tables,
+        unpack(stats_seed_tables),
     output:
         "results/stats/all_seeds/{name}.parquet",
     log:

@@ -4,7 +4,7 @@ from bertgeom.figures.draw import draw_figure
 from bertgeom.io import job_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     params = dict(smk.params.items())
     draw_figure(
         figure_id=params.pop("figure"),

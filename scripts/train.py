@@ -5,7 +5,7 @@ from bertgeom.tokens import TOKENIZER_NAMES
 from bertgeom.train import MODEL_FILES, train_seed
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     train_seed(
         train_path=smk.input.train,
         val_path=smk.input.val,

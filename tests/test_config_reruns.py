@@ -23,7 +23,7 @@ from bertgeom.config import leaf_keys, load_schema
 FIGURES = [
     "fig_data_qc", "fig_kmer_occurrences", "fig_training_curves", "fig_confusion_matrix", "fig_per_class_f1",
     "fig_cone_stream", "fig_cone_heads", "fig_pca_pareto", "fig_embedding_pca", "fig_embedding_tsne",
-    "fig_probe_silhouette", "fig_gate_grid", "fig_k90_violins", "fig_attention_gallery", "fig_attention_entropy",
+    "fig_probe_silhouette", "fig_gate_grid", "fig_row_gates", "fig_k90_violins", "fig_attention_gallery", "fig_attention_entropy",
     "fig_domain_attention", "fig_directionality_index", "fig_directionality_spectrum", "fig_directionality_original",
 ]  # fmt: skip
 EXAMPLE_SEED_FIGURES = ["fig_embedding_pca", "fig_embedding_tsne", "fig_k90_violins", "fig_attention_gallery"]
@@ -32,6 +32,7 @@ CI_USERS = [
     "fig_attention_entropy", "fig_directionality_spectrum",
 ]  # fmt: skip
 NOTHING: list[str] = []
+PATTERNS = ["null_model", "attention_patterns"]  # the gate settings: the null model's labels use them too
 TOKENS = ["split_and_tokenize"]
 DOWNLOAD = ["download"]
 
@@ -92,9 +93,9 @@ EXPECTED = {
     "train.deterministic": (False, ["train"]),
     "train.eval_batch_size": (16, NOTHING),
     "train.log_every": (5, NOTHING),
-    "activations.splits": (["test", "val"], ["dump_activations"]),
+    "activations.splits": (["test", "val"], ["dump_activations", "null_model"]),
     "activations.batch_size": (4, NOTHING),
-    "activations.subset_per_class": (2, ["dump_activations"]),
+    "activations.subset_per_class": (2, ["dump_activations", "null_model"]),
     "activations.token_stages": (["input", "q", "k", "v", "context", "attn_output", "attn_ln", "output"],
                                  ["dump_activations"]),  # fmt: skip
     "activations.device": ("cpu", NOTHING),
@@ -107,14 +108,21 @@ EXPECTED = {
     "stats.outlier_sigma": (2.5, ["cone_index", "distribution"]),
     "stats.distribution_stages": (["input", "output"], ["distribution"]),
     "stats.batch_rows": (1000, NOTHING),
-    "patterns.window": (3, ["attention_patterns"]),
-    "patterns.top_keys": (3, ["dump_activations", "attention_patterns"]),  # col_top{k} of every sequence
-    "patterns.min_block": (6, ["attention_patterns"]),
+    "patterns.window": (3, PATTERNS),
+    "patterns.top_keys": (3, ["dump_activations", *PATTERNS]),  # col_top{k} of every sequence
+    "patterns.min_block": (6, PATTERNS),
     "patterns.singular_values": (3, ["attention_patterns"]),
     "patterns.rank_tol": (0.01, ["attention_patterns"]),
     "patterns.eig_tol": (1.0e-5, ["directionality"]),
-    **{f"patterns.thresholds.{gate}": (0.6, ["attention_patterns"]) for gate in (
+    "patterns.fdr": (0.1, ["attention_patterns"]),
+    **{f"patterns.thresholds.{gate}": (0.6, PATTERNS) for gate in (
         "directional", "open", "backward_contextual", "forward_contextual", "cluster", "instance", "closed")},
+    **{f"patterns.min_effect.{gate}": (3.0, PATTERNS) for gate in (
+        "directional", "backward_contextual", "forward_contextual", "cluster", "instance", "closed")},
+    "patterns.nulls.seed": (1001, PATTERNS),
+    "patterns.nulls.level": (0.95, PATTERNS),
+    "patterns.nulls.row_draws": (50, PATTERNS),
+    "patterns.nulls.permutations": (10, PATTERNS),
     "figures.dpi": (100, FIGURES),
     "figures.context": ("talk", FIGURES),
     "figures.example_seed": (1, EXAMPLE_SEED_FIGURES),

@@ -41,7 +41,7 @@ def layer_means(table: pd.DataFrame, measure: str, variant: str = OURS) -> pd.Se
 
 def seeds_title(table: pd.DataFrame) -> str:
     n_seeds = int(table["n_seeds"].max())
-    return f"{n_seeds} seed{'s' if n_seeds > 1 else ''}"
+    return f"{n_seeds} seeds, heads matched across seeds" if n_seeds > 1 else "1 seed"
 
 
 def plot_directionality_index(table: pd.DataFrame) -> plt.Figure:

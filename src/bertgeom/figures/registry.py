@@ -82,7 +82,10 @@ FIGURES = [
            params={"ci": "stats.ci"}),
     # ---- 5. Attention patterns
     Figure("gate_grid", "attention.make_gate_grid", "5. Attention patterns", "Gates",
-           inputs={"agreement": "results/stats/all_seeds/gate_agreement.parquet"}),
+           inputs={"agreement": "results/stats/all_seeds/gate_agreement.parquet",
+                   "matching": "results/stats/all_seeds/head_matching.parquet"}),
+    Figure("row_gates", "attention.make_row_gates", "5. Attention patterns", "Gates",
+           inputs={"rows": "results/stats/all_seeds/row_gates.parquet"}),
     Figure("k90_violins", "attention.make_k90_violins", "5. Attention patterns", "K90",
            inputs={"k90": "results/stats/seed{example_seed}/k90.parquet"},
            params={"seed": "figures.example_seed"}),
@@ -96,7 +99,8 @@ FIGURES = [
            params={"ci": "stats.ci"}),
     Figure("domain_attention", "attention.make_domain_attention", "5. Attention patterns", "Spike domains",
            inputs={"domains": "results/stats/seed{seed}/domain_attention.parquet",
-                   "variants": "config:data.variants"},
+                   "variants": "config:data.variants",
+                   "matching": "results/stats/all_seeds/head_matching.parquet"},
            params={"seeds": "train.seeds"}),
     # ---- 6. Directionality
     Figure("directionality_index", "directionality.make_directionality_index", "6. Directionality", "Index",
