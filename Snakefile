@@ -11,6 +11,11 @@ configfile: "config/config.yaml"
 report: "report/workflow.rst"
 
 
+# A seed is a number everywhere ("seed{seed}" must not match e.g. "seed0_old").
+wildcard_constraints:
+    seed=r"\d+",
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/tokens.smk"

@@ -48,8 +48,6 @@ rule attention_patterns:
         "logs/attention_patterns/seed{seed}.log",
     benchmark:
         "results/benchmarks/attention_patterns/seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     params:
@@ -75,8 +73,6 @@ rule directionality:
         "logs/directionality/seed{seed}.log",
     benchmark:
         "results/benchmarks/directionality/seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     params:

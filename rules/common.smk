@@ -16,6 +16,7 @@ os.environ.update(
 )
 sys.path.insert(0, SRC)
 from bertgeom.config import Settings, check_config, resolve_path
+from bertgeom.figures.registry import FIGURE_IDS, FIGURES, rule_inputs
 
 # What the schema cannot express (constraints between keys, files the config names): before any job.
 check_config(config, workflow.basedir)
@@ -49,14 +50,19 @@ def model_params():
     return {"init": init, source: SETTINGS.get(f"model.{source}")}
 
 
-def figure_params(figure_id, **extra):
-    """Params of a figure rule: its id, the figure settings every figure uses, and `extra`."""
+def figure_params(figure):
+    """Params of a figure's rule (fig_<id>), from its registry entry; its id, the settings
+    every figure uses, and the config keys the entry names (figures.example_seed: the seed
+    example_seed() gives)."""
     return {
-        "figure": figure_id,
+        "figure": figure.id,
         "dpi": SETTINGS.get("figures.dpi"),
         "context": SETTINGS.get("figures.context"),
         "source": SETTINGS.get("data.source"),
-        **extra,
+        **{
+            name: example_seed() if key == "figures.example_seed" else SETTINGS.get(key)
+            for name, key in figure.params.items()
+        },
     }
 
 
@@ -176,30 +182,16 @@ def figure_code(module):
     return [str(base / "theme.py"), str(base / f"{module}.py")]
 
 
-# Figure ids drawn by rules/figures.smk (rule fig_<id> -> results/figures/<id>.png and .pdf);
-# the catalogue is docs/figures.md.
-FIGURE_IDS = [
-    "data_qc",
-    "kmer_occurrences",
-    "training_curves",
-    "confusion_matrix",
-    "per_class_f1",
-    "cone_stream",
-    "cone_heads",
-    "pca_pareto",
-    "embedding_pca",
-    "embedding_tsne",
-    "probe_silhouette",
-    "gate_grid",
-    "row_gates",
-    "k90_violins",
-    "attention_gallery",
-    "attention_entropy",
-    "domain_attention",
-    "directionality_index",
-    "directionality_spectrum",
-    "directionality_original",
-]
+def figure_inputs(figure):
+    """Input of a figure's rule (fig_<id>), from its registry entry; the entry's patterns filled
+    in, and the drawing code (figure_code)."""
+    inputs = rule_inputs(
+        figure,
+        seeds=SEEDS,
+        example_seed=example_seed(),
+        config_file=lambda key: resolve(SETTINGS.get(key)),
+    )
+    return {**inputs, "code": figure_code(figure.module)}
 
 
 def figure_files():

@@ -20,8 +20,6 @@ rule train:
         "logs/train/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     threads: 1
@@ -48,8 +46,6 @@ rule evaluate:
         metrics="results/eval/seed{seed}/metrics.json",
     log:
         "logs/evaluate/seed{seed}.log",
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     threads: 1

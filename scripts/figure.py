@@ -1,6 +1,6 @@
 """Every figure rule (rules/figures.smk): params.figure names the figure, the other params its options."""
 
-from bertgeom.figures import draw_figure
+from bertgeom.figures.draw import draw_figure
 from bertgeom.io import job_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,6 +1,6 @@
 """Rule metrics_table: the report's table of test metrics across seeds (TSV and HTML)."""
 
-from bertgeom.figures import write_metrics_table
+from bertgeom.figures.classification import write_metrics_table
 from bertgeom.io import job_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

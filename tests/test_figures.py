@@ -1,5 +1,6 @@
 """Figures: theme and atomic save, every plotting function on small hand-made tables in the documented
-schemas (docs/outputs.md, README stage sections), and the catalogue against rules, captions and code."""
+schemas (docs/outputs.md, README stage sections), and the figure registry against the catalogue,
+captions, rules and config."""
 
 from __future__ import annotations
 
@@ -17,14 +18,16 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bertgeom import figures  # noqa: E402
+from bertgeom.config import execution_only, leaf_keys, load_schema  # noqa: E402
 from bertgeom.data.variants import spike_domains  # noqa: E402
-from bertgeom.figures import attention, classification, cone, data, directionality, distribution, gallery, tables, theme  # noqa: E402
+from bertgeom.figures import attention, classification, cone, data, directionality, distribution, gallery, registry, tables, theme  # noqa: E402
+from bertgeom.figures.draw import draw_figure  # noqa: E402
 from bertgeom.io import write_parquet  # noqa: E402
 from bertgeom.stats.aggregate import aggregate_seeds  # noqa: E402
 from bertgeom.stats.attention import GATES  # noqa: E402
 from bertgeom.stats.matching import gate_agreement, head_matching  # noqa: E402
 from bertgeom.tokens import token_map  # noqa: E402
+from workflow import snakemake  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["GH", "Lambda", "Mu", "Alpha"]
@@ -541,11 +544,11 @@ def test_draw_figure_writes_png_and_pdf(tmp_path):
     png, pdf = str(tmp_path / "out" / "data_qc.png"), str(tmp_path / "out" / "data_qc.pdf")
     draw = dict(inputs={"qc": str(qc_path)}, options={"classes": CLASSES}, png=png, pdf=pdf, dpi=60, context="paper",
                 source="synthetic")  # fmt: skip
-    figures.draw_figure("data_qc", **draw)
+    draw_figure("data_qc", **draw)
     assert Path(png).read_bytes().startswith(PNG_SIGNATURE)
     assert Path(pdf).read_bytes().startswith(b"%PDF")
     with pytest.raises(ValueError, match="unknown figure id 'no_such_figure'"):
-        figures.draw_figure("no_such_figure", **draw)
+        draw_figure("no_such_figure", **draw)
 
 
 # ---- README gallery -------------------------------------------------------------------------------------
@@ -564,17 +567,64 @@ def test_gallery_thumbnails(tmp_path):
     assert set(gallery.GALLERY) <= {row["id"] for row in catalogue()}
 
 
-# ---- catalogue ----------------------------------------------------------------------------------------
-def test_catalogue_matches_rules_captions_and_code():
-    rows = catalogue()
-    ids = [row["id"] for row in rows]
+# ---- registry and catalogue ------------------------------------------------------------------------
+def non_figure_captions() -> set[str]:
+    """Captions in report/ that are not a figure's: the report's front page and the captions of the
+    hand-written rules (e.g. metrics_table)."""
+    rules_text = "\n".join(p.read_text() for p in [ROOT / "Snakefile", *(ROOT / "rules").glob("*.smk")])
+    return set(re.findall(r'(?:caption=|report: )"(?:\.\./)?report/(\w+)\.rst"', rules_text))
+
+
+def test_registry_catalogue_and_captions_agree():
+    ids = [figure.id for figure in registry.FIGURES]
     assert len(ids) == len(set(ids)) >= 19
-    rules_text = (ROOT / "rules" / "figures.smk").read_text()
-    rule_names = set(re.findall(r"^rule (\w+):", rules_text, flags=re.M))
+    rows = catalogue()
+    assert sorted(row["id"] for row in rows) == sorted(ids), "docs/figures.md and the registry differ"
     for row in rows:
-        assert row["rule"] == f"fig_{row['id']}" and row["rule"] in rule_names, row
+        assert row["rule"] == f"fig_{row['id']}", row
         assert row["output"] == f"`results/figures/{row['id']}.png` `.pdf`", row
-        assert (ROOT / "report" / f"{row['id']}.rst").stat().st_size > 100, row
-        assert row["id"] in figures.FIGURES, row
-    assert {r for r in rule_names if r.startswith("fig_")} == {f"fig_{i}" for i in ids}
-    assert set(figures.FIGURES) == set(ids)
+    captions = {p.stem for p in (ROOT / "report").glob("*.rst")}
+    assert {"workflow", "metrics_table"} <= non_figure_captions()
+    assert captions - non_figure_captions() == set(ids), "report/ captions and the registry differ"
+    for figure in registry.FIGURES:
+        assert (ROOT / figure.caption).stat().st_size > 100, figure.caption
+
+
+def test_registry_entries_name_real_functions_keys_and_placeholders():
+    schema = load_schema()
+    keys = set(leaf_keys(schema))
+    for figure in registry.FIGURES:
+        assert re.fullmatch(r"[a-z0-9_]+", figure.id), figure
+        assert callable(registry.drawing_function(figure.id)), figure
+        assert re.fullmatch(r"\d\. [A-Z][\w -]+", figure.category) and figure.subcategory, figure
+        for name, key in figure.params.items():
+            assert key in keys and not execution_only(schema, key), (figure.id, name, key)
+        asked = []
+        inputs = registry.rule_inputs(figure, seeds=[3, 7], example_seed=7, config_file=asked.append)
+        assert set(inputs) == set(figure.inputs), figure
+        assert set(asked) <= keys, figure
+    with pytest.raises(ValueError, match="unknown figure id 'no_such_figure'"):
+        registry.drawing_function("no_such_figure")
+
+
+def test_rule_inputs_fill_the_patterns():
+    by_id = registry.REGISTRY
+    files = {"data.variants": "/abs/variants.yaml"}
+    inputs = registry.rule_inputs(by_id["domain_attention"], [3, 7], 7, files.get)
+    assert inputs == {"domains": ["results/stats/seed3/domain_attention.parquet",
+                                  "results/stats/seed7/domain_attention.parquet"],
+                      "variants": "/abs/variants.yaml",
+                      "matching": "results/stats/all_seeds/head_matching.parquet"}  # fmt: skip
+    inputs = registry.rule_inputs(by_id["attention_gallery"], [3, 7], 7, files.get)
+    assert inputs["gates"] == "results/stats/seed7/gates.parquet"
+    assert inputs["token_map"] == "results/tokens/token_map.parquet"
+    typo = registry.Figure("typo", "data.make_data_qc", "1. Data", "Data set", inputs={"qc": "seed{seeds}/qc.tsv"})
+    with pytest.raises(ValueError, match=r"figure typo: input qc .*\['seeds'\]"):
+        registry.rule_inputs(typo, [3], 3, files.get)
+
+
+def test_figure_rules_are_generated_from_the_registry(tmp_path):
+    result = snakemake(tmp_path, "--list-rules")
+    rules = set(re.findall(r"^(\w+)", result.stdout, re.M))
+    assert {r for r in rules if r.startswith("fig_")} == {f"fig_{i}" for i in registry.FIGURE_IDS}
+    assert {"metrics_table", "all"} <= rules

@@ -357,12 +357,3 @@ def make_domain_attention(input, params) -> plt.Figure:
     domains = per_seed(input.domains, params.seeds, read_parquet, columns=DOMAIN_COLUMNS[1:])
     return plot_domain_attention(matched_heads(domains, input.matching), partition(input.variants)[0])
 
-
-FIGURES = {
-    "gate_grid": make_gate_grid,
-    "row_gates": make_row_gates,
-    "k90_violins": make_k90_violins,
-    "attention_gallery": make_attention_gallery,
-    "attention_entropy": make_attention_entropy,
-    "domain_attention": make_domain_attention,
-}

@@ -13,6 +13,7 @@ import seaborn as sns
 from bertgeom.figures.tables import per_seed, read_csv, read_json
 from bertgeom.stats.aggregate import aggregate_seeds
 from bertgeom.figures.theme import WIDTH, legend_outside, seed_palette
+from bertgeom.io import write_text
 
 LOG_COLUMNS = ("step", "epoch", "loss", "lr")
 METRIC_KEYS = ("accuracy", "macro_f1", "micro_f1", "per_class", "confusion_matrix", "classes")
@@ -181,8 +182,9 @@ def make_per_class_f1(input, params) -> plt.Figure:
     return plot_per_class_f1(per_class_table(metrics, list(params.seeds)), metrics[0]["classes"], params.ci)
 
 
-FIGURES = {
-    "training_curves": make_training_curves,
-    "confusion_matrix": make_confusion_matrix,
-    "per_class_f1": make_per_class_f1,
-}
+def write_metrics_table(metrics_paths: list[str], tsv: str, html: str, seeds: list[int], ci: float) -> None:
+    """The report's metrics table: TSV and a standalone HTML page, from every seed's metrics.json."""
+    metrics = read_metrics(metrics_paths)
+    table = metrics_summary(metrics, list(seeds), ci)
+    write_text(tsv, table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text(html, metrics_html(table, ci))

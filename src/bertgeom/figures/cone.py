@@ -131,6 +131,3 @@ def make_cone_stream(input, params) -> plt.Figure:
 def make_cone_heads(input, params) -> plt.Figure:
     frame = _all_seeds_cone(input.cone)
     return plot_cone_heads(select(frame, input.cone, stage="attention", scope="sequence"))
-
-
-FIGURES = {"cone_stream": make_cone_stream, "cone_heads": make_cone_heads}

@@ -142,10 +142,3 @@ def make_directionality_spectrum(input, params) -> plt.Figure:
 
 def make_directionality_original(input, params) -> plt.Figure:
     return plot_directionality_original(_table(input, params))
-
-
-FIGURES = {
-    "directionality_index": make_directionality_index,
-    "directionality_spectrum": make_directionality_spectrum,
-    "directionality_original": make_directionality_original,
-}

@@ -179,11 +179,3 @@ def make_embedding_tsne(input, params) -> plt.Figure:
 
 def make_probe_silhouette(input, params) -> plt.Figure:
     return plot_probe_silhouette(_all_seeds_distribution(input.distribution), params.ci)
-
-
-FIGURES = {
-    "pca_pareto": make_pca_pareto,
-    "embedding_pca": make_embedding_pca,
-    "embedding_tsne": make_embedding_tsne,
-    "probe_silhouette": make_probe_silhouette,
-}
