@@ -458,3 +458,70 @@ rule fig_directionality_original:
         **figure_params("directionality_original", seeds=SEEDS),
     script:
         "../scripts/figure.py"
+
+
+# ---- 7. Open set --------------------------------------------------------------------------------
+rule fig_open_set:
+    input:
+        summaries=seed_files("results/open_set/seed{seed}/summary.tsv"),
+        code=figure_code("openset"),
+    output:
+        png=report(
+            "results/figures/open_set.png",
+            caption="../report/open_set.rst",
+            category="7. Open set",
+            subcategory="Unassigned",
+        ),
+        pdf="results/figures/open_set.pdf",
+    log:
+        "logs/fig_open_set/fig_open_set.log",
+    conda:
+        "../envs/bertgeom.yaml"
+    params:
+        **figure_params("open_set", seeds=SEEDS),
+    script:
+        "../scripts/figure.py"
+
+
+rule fig_reliability:
+    input:
+        calibrations=seed_files("results/open_set/seed{seed}/calibration.json"),
+        code=figure_code("openset"),
+    output:
+        png=report(
+            "results/figures/reliability.png",
+            caption="../report/reliability.rst",
+            category="7. Open set",
+            subcategory="Calibration",
+        ),
+        pdf="results/figures/reliability.pdf",
+    log:
+        "logs/fig_reliability/fig_reliability.log",
+    conda:
+        "../envs/bertgeom.yaml"
+    params:
+        **figure_params("reliability", seeds=SEEDS),
+    script:
+        "../scripts/figure.py"
+
+
+rule open_set_table:
+    input:
+        summaries=seed_files("results/open_set/seed{seed}/summary.tsv"),
+        code=figure_code("openset"),
+    output:
+        html=report(
+            "results/figures/open_set_table.html",
+            caption="../report/open_set_table.rst",
+            category="7. Open set",
+            subcategory="Unassigned",
+        ),
+        tsv="results/figures/open_set_table.tsv",
+    log:
+        "logs/open_set_table/open_set_table.log",
+    conda:
+        "../envs/bertgeom.yaml"
+    params:
+        seeds=SEEDS,
+    script:
+        "../scripts/open_set_table.py"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
-from bertgeom.figures import attention, classification, cone, data, directionality, distribution
+from bertgeom.figures import attention, classification, cone, data, directionality, distribution, openset
 from bertgeom.figures.theme import apply_theme, save
 from bertgeom.io import write_text
 
@@ -22,6 +22,7 @@ FIGURES = {
     **distribution.FIGURES,
     **attention.FIGURES,
     **directionality.FIGURES,
+    **openset.FIGURES,
 }
 
 
