@@ -30,8 +30,8 @@ CLASSES = SETTINGS.get("classes")
 def data_params():
     """What the download uses of the data block: the source, and only that source's settings."""
     source = config["data"]["source"]
-    if source == "fasta":
-        return {"source": source}  # the files themselves are inputs (download_inputs)
+    if source == "fasta":  # the files themselves are inputs (download_inputs)
+        return {"source": source, "strip_gaps": SETTINGS.get("data.strip_gaps")}
     return {
         "source": source,
         "seed": SETTINGS.get("data.seed"),
