@@ -4,7 +4,7 @@
 directory: class means and shared covariances from the training split, the threshold from the
 validation split plus the `fresh` in-class genomes against the `threshold` out-of-class genomes, the
 temperature from the even rows of the hard `calibration` genomes (the odd rows measure it).
-`open_set_evaluation` (rule open_set) scores the test split and the `evaluation` genomes (out-of-class
+`evaluate_open_set` (rule open_set) scores the test split and the `evaluation` genomes (out-of-class
 lineages and controls) and writes one row per sequence, one row per type (AUROC of the ood_score
 against the test split, shares unassigned and correct at the stored threshold) and the calibration
 before and after temperature scaling (NLL, ECE, reliability bins) on the test split and on the held-out
@@ -132,10 +132,13 @@ def evaluate_open_set(
     test: PathLike,
     evaluation: PathLike,
     calibration: PathLike,
+    outputs: dict[str, PathLike] | None = None,
     batch_size: int = 32,
     device: str = "cpu",
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """(one row per sequence, one row per type, calibration {test, calibration_check}) of a model."""
+    """Rule open_set: (one row per sequence, one row per type, calibration {test, calibration_check}) of a
+    model; with `outputs` ({scores, summary, calibration}: paths) also written as scores.parquet,
+    summary.tsv and calibration.json."""
     model = load_model(model_dir, select_device(device))
     open_set = OpenSet.load(open_set_path, tensors_path)
     classes, n = open_set.classes, len(open_set.classes)
@@ -167,7 +170,14 @@ def evaluate_open_set(
         "test": reliability_report(parts["in_class"]["logits"], parts["in_class"]["y"], open_set.temperature),
         "calibration_check": reliability_report(cal["logits"][check], cal["y"][check], open_set.temperature),
     }
-    return table, summarise(table), calibration_data
+    summary = summarise(table)
+    if outputs:
+        meta = provenance(None, model_dir, stage="open_set")
+        write_parquet(table, outputs["scores"], meta)
+        write_text(outputs["summary"], summary.to_csv(sep="\t", index=False, float_format="%.6g"))
+        write_json(outputs["calibration"], {**calibration_data, "provenance": meta})
+        log.info("open set of %s:\n%s", model_dir, summary.to_string(index=False))
+    return table, summary, calibration_data
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
@@ -200,28 +210,3 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-
-
-def open_set_evaluation(
-    model_dir: PathLike,
-    open_set_path: PathLike,
-    tensors_path: PathLike | None,
-    test: PathLike,
-    evaluation: PathLike,
-    calibration: PathLike,
-    scores_out: PathLike,
-    summary_out: PathLike,
-    calibration_out: PathLike,
-    batch_size: int = 32,
-    device: str = "cpu",
-) -> pd.DataFrame:
-    """Rule open_set: scores.parquet (per sequence), summary.tsv (per type), calibration.json."""
-    table, summary, calibration_data = evaluate_open_set(
-        model_dir, open_set_path, tensors_path, test, evaluation, calibration, batch_size, device
-    )
-    meta = provenance(None, model_dir, stage="open_set")
-    write_parquet(table, scores_out, meta)
-    write_text(summary_out, summary.to_csv(sep="\t", index=False, float_format="%.6g"))
-    write_json(calibration_out, {**calibration_data, "provenance": meta})
-    log.info("open set of %s:\n%s", model_dir, summary.to_string(index=False))
-    return summary
