@@ -34,8 +34,8 @@ CLASSES = SETTINGS.get("classes")
 def data_params():
     """What the download uses of the data block: the source, and only that source's settings."""
     source = config["data"]["source"]
-    if source == "fasta":
-        return {"source": source}  # the files themselves are inputs (download_inputs)
+    if source == "fasta":  # the files themselves are inputs (download_inputs)
+        return {"source": source, "strip_gaps": SETTINGS.get("data.strip_gaps")}
     return {
         "source": source,
         "seed": SETTINGS.get("data.seed"),
@@ -83,6 +83,7 @@ def final_outputs():
     outputs += attention_outputs()
     outputs += figure_files()
     outputs += train_outputs()
+    outputs += open_set_outputs()
     return outputs
 
 
@@ -122,6 +123,42 @@ def train_outputs():
         seed=SEEDS,
         name=["predictions.parquet", "metrics.json"],
     )
+
+
+# --- open set (rules/openset.smk) -----------------------------------------------------------------
+OPEN_SET_FILES = {"open_set": "open_set.json", "tensors": "open_set.safetensors"}
+OPEN_SET_FIT_SETS = ["threshold", "fresh", "calibration"]
+
+
+def synthetic_variety():
+    """config data.synthetic without per_class: how the background and open-set genomes vary (their
+    numbers come from data.background and open_set)."""
+    return SETTINGS.block("data.synthetic", exclude=("per_class",))
+
+
+def extractor_qc():
+    """The qc settings the spike extractor uses (drop_duplicates is a data-set rule, not a check)."""
+    return SETTINGS.block("qc", exclude=("drop_duplicates",))
+
+
+def background_input(wildcards):
+    """Input of train: the background genomes when train.outlier_weight > 0, else nothing."""
+    if config["train"]["outlier_weight"] > 0:
+        return "results/tokens/background.parquet"
+    return []
+
+
+def open_set_outputs():
+    """Per seed the open-set files and the model card in the model directory, the evaluation tables."""
+    per_seed = [
+        f"results/models/seed{{seed}}/{name}" for name in OPEN_SET_FILES.values()
+    ]
+    per_seed += ["results/models/seed{seed}/README.md"]
+    per_seed += expand(
+        "results/open_set/seed{{seed}}/{name}",
+        name=["scores.parquet", "summary.tsv", "calibration.json"],
+    )
+    return [f for pattern in per_seed for f in seed_files(pattern)]
 
 
 # --- data (rules/data.smk) ----------------------------------------------------------------------
@@ -200,6 +237,8 @@ def figure_files():
     return figures + [
         "results/figures/metrics_table.html",
         "results/figures/metrics_table.tsv",
+        "results/figures/open_set_table.html",
+        "results/figures/open_set_table.tsv",
     ]
 
 
@@ -300,6 +339,8 @@ LOCAL_RULES = [
     "match_heads",
     "gate_agreement",
     "metrics_table",
+    "open_set_table",
+    "model_card",
     *(f"fig_{figure_id}" for figure_id in FIGURE_IDS),
 ]
 workflow.localrules(*LOCAL_RULES)

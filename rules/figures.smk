@@ -50,3 +50,25 @@ rule metrics_table:
         ci=SETTINGS.get("stats.ci"),
     script:
         "../scripts/metrics_table.py"
+
+
+rule open_set_table:
+    input:
+        summaries=seed_files("results/open_set/seed{seed}/summary.tsv"),
+        code=figure_code("openset"),
+    output:
+        html=report(
+            "results/figures/open_set_table.html",
+            caption="../report/open_set_table.rst",
+            category="7. Open set",
+            subcategory="Unassigned",
+        ),
+        tsv="results/figures/open_set_table.tsv",
+    log:
+        "logs/open_set_table/open_set_table.log",
+    conda:
+        "../envs/bertgeom.yaml"
+    params:
+        seeds=SEEDS,
+    script:
+        "../scripts/open_set_table.py"

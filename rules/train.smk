@@ -14,6 +14,7 @@ rule train:
         tokenizer_config="results/tokens/tokenizer_config.json",
         special_tokens_map="results/tokens/special_tokens_map.json",
         pretrained=pretrained_model_input,
+        background=background_input,
     output:
         **model_files("{seed}"),
     log:

@@ -18,4 +18,5 @@ with job_log(smk.log[0], outputs=smk.output):
         seed=int(smk.wildcards.seed),
         threads=smk.threads,
         recorded={"qc": smk.params.qc, "data": {"reference": smk.params.reference}},
+        background=smk.input.background or None,
     )

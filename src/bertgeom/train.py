@@ -308,7 +308,7 @@ def fit(
             lr = scheduler.get_last_lr()[0]
             loss, grad_norm = train_step(
                 forward, optimizer, scheduler, ids, mask, labels, train_cfg["grad_clip"], device, bf16,
-                outliers, train_cfg.get("outlier_weight", 0.5),
+                outliers, train_cfg["outlier_weight"],
             )
             step += 1
             pending.append((step, epoch, loss, lr, grad_norm, int(train.n_tokens[batch].sum())))
@@ -402,7 +402,7 @@ def train_seed(
     and reference that `bertgeom predict` applies to new genomes). Writes model.safetensors,
     config.json, the tokenizer files, train_log.csv and training_info.json into out_dir (each
     atomically), then removes `ckpt_dir`. background: a tokens parquet of sequences of no class for
-    outlier exposure (train_cfg outlier_weight, default 0.5); None: none.
+    outlier exposure with weight train_cfg["outlier_weight"]; None: none.
     """
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
     device = select_device(train_cfg["device"], "config train.device")

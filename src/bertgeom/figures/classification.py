@@ -140,14 +140,18 @@ def metrics_summary(metrics: list[dict], seeds: list[int], ci: float = 0.95) -> 
 
 def metrics_html(table: pd.DataFrame, ci: float = 0.95) -> str:
     """A small standalone HTML page with the metrics table (shown inline by the Snakemake report)."""
+    return table_html(table, f"Test-split metrics per seed (mean and {100 * ci:.0f}% t interval over seeds)")
+
+
+def table_html(table: pd.DataFrame, title: str) -> str:
+    """A small standalone HTML page with `table` under `title` (the report shows it inline)."""
     body = table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, classes="metrics")
     return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Test metrics</title><style>"
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title><style>"
         "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
         "th,td{padding:4px 10px;text-align:right}th{border-bottom:2px solid #333}"
         "tr:nth-child(even){background:#f2f2f2}td:first-child,th:first-child{text-align:left}"
-        f"</style></head><body><h3>Test-split metrics per seed (mean and {html.escape(f'{100 * ci:.0f}')}% "
-        f"t interval over seeds)</h3>{body}</body></html>\n"
+        f"</style></head><body><h3>{html.escape(title)}</h3>{body}</body></html>\n"
     )
 
 

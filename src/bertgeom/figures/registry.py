@@ -112,6 +112,12 @@ FIGURES = [
     Figure("directionality_original", "directionality.make_directionality_original", "6. Directionality",
            "Original code",
            inputs={"directionality": "results/stats/all_seeds/directionality.parquet"}),
+    Figure("open_set", "openset.make_open_set", "7. Open set", "Unassigned",
+           inputs={"summaries": "results/open_set/seed{seed}/summary.tsv"},
+           params={"seeds": "train.seeds"}),
+    Figure("reliability", "openset.make_reliability", "7. Open set", "Calibration",
+           inputs={"calibrations": "results/open_set/seed{seed}/calibration.json"},
+           params={"seeds": "train.seeds"}),
 ]
 REGISTRY = {figure.id: figure for figure in FIGURES}
 FIGURE_IDS = list(REGISTRY)
