@@ -16,8 +16,6 @@ rule dump_activations:
         "logs/dump_activations/seed{seed}.log",
     benchmark:
         "results/benchmarks/dump_activations/seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     threads: 4

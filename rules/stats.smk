@@ -17,8 +17,6 @@ rule cone_index:
         "logs/cone_index/seed{seed}.log",
     benchmark:
         "results/benchmarks/cone_index/seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     params:
@@ -44,8 +42,6 @@ rule distribution:
         "logs/distribution/seed{seed}.log",
     benchmark:
         "results/benchmarks/distribution/seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     threads: 1
@@ -70,7 +66,7 @@ rule distribution:
 rule aggregate_seeds:
     """Any per-seed stats table (STATS_TABLES): mean and t interval at stats.ci across seeds."""
     input:
-        stats_seed_tables,
+        unpack(stats_seed_tables),
     output:
         "results/stats/all_seeds/{name}.parquet",
     log:

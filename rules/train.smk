@@ -14,14 +14,13 @@ rule train:
         tokenizer_config="results/tokens/tokenizer_config.json",
         special_tokens_map="results/tokens/special_tokens_map.json",
         pretrained=pretrained_model_input,
+        background=background_input,
     output:
         **model_files("{seed}"),
     log:
         "logs/train/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     threads: 1
@@ -48,8 +47,6 @@ rule evaluate:
         metrics="results/eval/seed{seed}/metrics.json",
     log:
         "logs/evaluate/seed{seed}.log",
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     threads: 1

@@ -4,7 +4,7 @@ from bertgeom.io import job_log
 from bertgeom.stats.cone import write_cone_index
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     write_cone_index(
         summary=smk.input.summary,
         heads=smk.input.heads,

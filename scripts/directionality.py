@@ -5,7 +5,7 @@ from bertgeom.stats.directionality import write_directionality
 from bertgeom.train import MODEL_FILES
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     write_directionality(
         model_dir=file_directory({"model": smk.input.model, "config": smk.input.model_config}, MODEL_FILES),
         tokens=smk.input.tokens,

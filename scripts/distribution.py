@@ -4,7 +4,7 @@ from bertgeom.io import job_log
 from bertgeom.stats.distribution import write_distribution
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     write_distribution(
         summary=smk.input.summary,
         distribution_out=smk.output.distribution,

@@ -4,7 +4,7 @@ from bertgeom.data.download import download
 from bertgeom.io import job_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     download(
         fasta_out=smk.output.fasta,
         manifest_out=smk.output.manifest,

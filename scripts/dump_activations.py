@@ -7,7 +7,7 @@ from bertgeom.io import file_directory, job_log
 from bertgeom.train import MODEL_FILES
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     torch.set_num_threads(max(1, smk.threads))
     settings = {**smk.params.activations, **vars(smk.params.activations_run)}
     dump(

@@ -4,7 +4,7 @@ from bertgeom.data.spike import extract_spike
 from bertgeom.io import job_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     extract_spike(
         genomes=smk.input.genomes,
         manifest=smk.input.manifest,

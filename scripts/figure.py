@@ -1,10 +1,10 @@
 """Every figure rule (rules/figures.smk): params.figure names the figure, the other params its options."""
 
-from bertgeom.figures import draw_figure
+from bertgeom.figures.draw import draw_figure
 from bertgeom.io import job_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     params = dict(smk.params.items())
     draw_figure(
         figure_id=params.pop("figure"),

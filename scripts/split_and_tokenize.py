@@ -4,7 +4,7 @@ from bertgeom.io import job_log
 from bertgeom.tokens import split_and_tokenize
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     split_and_tokenize(
         spike=smk.input.spike,
         variants=smk.input.variants,

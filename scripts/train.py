@@ -5,7 +5,7 @@ from bertgeom.tokens import TOKENIZER_NAMES
 from bertgeom.train import MODEL_FILES, train_seed
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     train_seed(
         train_path=smk.input.train,
         val_path=smk.input.val,
@@ -18,4 +18,5 @@ with job_log(smk.log[0]):
         seed=int(smk.wildcards.seed),
         threads=smk.threads,
         recorded={"qc": smk.params.qc, "data": {"reference": smk.params.reference}},
+        background=smk.input.background or None,
     )

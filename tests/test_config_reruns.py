@@ -23,8 +23,9 @@ from bertgeom.config import leaf_keys, load_schema
 FIGURES = [
     "fig_data_qc", "fig_kmer_occurrences", "fig_training_curves", "fig_confusion_matrix", "fig_per_class_f1",
     "fig_cone_stream", "fig_cone_heads", "fig_pca_pareto", "fig_embedding_pca", "fig_embedding_tsne",
-    "fig_probe_silhouette", "fig_gate_grid", "fig_k90_violins", "fig_attention_gallery", "fig_attention_entropy",
+    "fig_probe_silhouette", "fig_gate_grid", "fig_row_gates", "fig_k90_violins", "fig_attention_gallery", "fig_attention_entropy",
     "fig_domain_attention", "fig_directionality_index", "fig_directionality_spectrum", "fig_directionality_original",
+    "fig_open_set", "fig_reliability",
 ]  # fmt: skip
 EXAMPLE_SEED_FIGURES = ["fig_embedding_pca", "fig_embedding_tsne", "fig_k90_violins", "fig_attention_gallery"]
 CI_USERS = [
@@ -32,24 +33,36 @@ CI_USERS = [
     "fig_attention_entropy", "fig_directionality_spectrum",
 ]  # fmt: skip
 NOTHING: list[str] = []
+PATTERNS = ["null_model", "attention_patterns"]  # the gate settings: the null model's labels use them too
 TOKENS = ["split_and_tokenize"]
 DOWNLOAD = ["download"]
+# Synthetic genomes outside the data set: background (outlier exposure) and the open-set genome sets.
+OUTSIDE = ["background", "open_set_fit_genomes", "open_set_eval_genomes"]
+VARIETY = DOWNLOAD + OUTSIDE  # data.synthetic keys but per_class: the variety of every synthetic genome
+EXTRACTOR = ["extract_spike", "train"] + OUTSIDE  # qc keys the spike extractor uses (train records them)
 
 # key: (new value, rules that must rerun). Values are for config/tiny.yaml (synthetic data, scratch init).
 EXPECTED = {
-    "classes": (["GH", "Lambda", "Mu", "Alpha", "Beta", "Delta", "Gamma"], DOWNLOAD),
+    "classes": (["GH", "Lambda", "Mu", "Alpha", "Beta", "Delta", "Gamma"], VARIETY),
     "data.source": ("ncbi", DOWNLOAD),
-    "data.seed": (5, DOWNLOAD),
-    "data.reference": ("reference_copy.fasta", ["download", "extract_spike"]),
+    "data.seed": (5, VARIETY),
+    "data.reference": ("reference_copy.fasta", ["download", "extract_spike"] + OUTSIDE),
     "data.variants": ("variants_copy.yaml", ["download", "split_and_tokenize", "attention_patterns",
-                                             "fig_domain_attention"]),  # fmt: skip
-    "data.synthetic.per_class": (13, DOWNLOAD),
-    "data.synthetic.substitution_rate": (0.001, DOWNLOAD),
-    "data.synthetic.n_runs_mean": (1.0, DOWNLOAD),
-    "data.synthetic.n_run_length": ([20, 200], DOWNLOAD),
-    "data.synthetic.trim_5p_max": (100, DOWNLOAD),
-    "data.synthetic.trim_3p_max": (100, DOWNLOAD),
-    "data.synthetic.mixture": (False, DOWNLOAD),
+                                             "fig_domain_attention"] + OUTSIDE),  # fmt: skip
+    "data.synthetic.per_class": (13, DOWNLOAD),  # the other sets have their own sizes
+    "data.synthetic.substitution_rate": (0.001, VARIETY),
+    "data.synthetic.n_runs_mean": (1.0, VARIETY),
+    "data.synthetic.n_run_length": ([20, 200], VARIETY),
+    "data.synthetic.trim_5p_max": (100, VARIETY),
+    "data.synthetic.trim_3p_max": (100, VARIETY),
+    "data.synthetic.mixture": (False, VARIETY),
+    "data.synthetic.spectrum": ("uniform", VARIETY),
+    "data.synthetic.drop_max": (0.2, VARIETY),
+    "data.synthetic.homoplasy_mean": (2.0, VARIETY),
+    "data.synthetic.ambiguity_mean": (2.0, VARIETY),
+    "data.strip_gaps": (True, NOTHING),  # used by the fasta source only
+    "data.background.n": (50, ["background"]),
+    "data.background.keep_max": (0.2, ["background"]),
     # The NCBI and FASTA settings are not used by the synthetic source.
     "data.ncbi.base_url": ("https://example.org/datasets/v2", NOTHING),
     "data.ncbi.max_per_class": (100, NOTHING),
@@ -62,12 +75,12 @@ EXPECTED = {
     "data.ncbi.max_pages": (5, NOTHING),
     "data.fasta": ({"GH": "gh.fasta"}, NOTHING),
     # train records the QC settings for `bertgeom predict`.
-    "qc.max_n_fraction": (0.1, ["extract_spike", "train"]),
-    "qc.drop_duplicates": (True, ["extract_spike", "train"]),
-    "qc.max_length_change": (60, ["extract_spike", "train"]),
-    "qc.preset": ("asm10", ["extract_spike", "train"]),
-    "qc.flank": (500, ["extract_spike", "train"]),
-    "qc.allow_internal_stops": (True, ["extract_spike", "train"]),
+    "qc.max_n_fraction": (0.1, EXTRACTOR),
+    "qc.drop_duplicates": (True, ["extract_spike", "train"]),  # a rule of the data set, not of the extractor
+    "qc.max_length_change": (60, EXTRACTOR),
+    "qc.preset": ("asm10", EXTRACTOR),
+    "qc.flank": (500, EXTRACTOR),
+    "qc.allow_internal_stops": (True, EXTRACTOR),
     "tokens.k": (15, TOKENS),
     "tokens.stride": (12, TOKENS),
     "tokens.max_length": (480, TOKENS),
@@ -92,9 +105,17 @@ EXPECTED = {
     "train.deterministic": (False, ["train"]),
     "train.eval_batch_size": (16, NOTHING),
     "train.log_every": (5, NOTHING),
-    "activations.splits": (["test", "val"], ["dump_activations"]),
+    "train.outlier_weight": (0.25, ["train"]),
+    "open_set.per_lineage": (5, ["open_set_fit_genomes", "open_set_eval_genomes"]),
+    "open_set.fresh_per_class": (5, ["open_set_fit_genomes"]),
+    "open_set.controls": (5, ["open_set_eval_genomes"]),
+    "open_set.max_false_unassigned": (0.05, ["open_set_fit"]),
+    **{f"open_set.calibration.{key}": (value, ["open_set_fit_genomes"]) for key, value in (
+        ("per_class", 6), ("substitution_rate", 0.003), ("n_runs_mean", 1.0), ("drop_max", 0.7),
+        ("homoplasy_mean", 8.0), ("ambiguity_mean", 5.0))},
+    "activations.splits": (["test", "val"], ["dump_activations", "null_model"]),
     "activations.batch_size": (4, NOTHING),
-    "activations.subset_per_class": (2, ["dump_activations"]),
+    "activations.subset_per_class": (2, ["dump_activations", "null_model"]),
     "activations.token_stages": (["input", "q", "k", "v", "context", "attn_output", "attn_ln", "output"],
                                  ["dump_activations"]),  # fmt: skip
     "activations.device": ("cpu", NOTHING),
@@ -107,14 +128,21 @@ EXPECTED = {
     "stats.outlier_sigma": (2.5, ["cone_index", "distribution"]),
     "stats.distribution_stages": (["input", "output"], ["distribution"]),
     "stats.batch_rows": (1000, NOTHING),
-    "patterns.window": (3, ["attention_patterns"]),
-    "patterns.top_keys": (3, ["dump_activations", "attention_patterns"]),  # col_top{k} of every sequence
-    "patterns.min_block": (6, ["attention_patterns"]),
+    "patterns.window": (3, PATTERNS),
+    "patterns.top_keys": (3, ["dump_activations", *PATTERNS]),  # col_top{k} of every sequence
+    "patterns.min_block": (6, PATTERNS),
     "patterns.singular_values": (3, ["attention_patterns"]),
     "patterns.rank_tol": (0.01, ["attention_patterns"]),
     "patterns.eig_tol": (1.0e-5, ["directionality"]),
-    **{f"patterns.thresholds.{gate}": (0.6, ["attention_patterns"]) for gate in (
+    "patterns.fdr": (0.1, ["attention_patterns"]),
+    **{f"patterns.thresholds.{gate}": (0.6, PATTERNS) for gate in (
         "directional", "open", "backward_contextual", "forward_contextual", "cluster", "instance", "closed")},
+    **{f"patterns.min_effect.{gate}": (3.0, PATTERNS) for gate in (
+        "directional", "backward_contextual", "forward_contextual", "cluster", "instance", "closed")},
+    "patterns.nulls.seed": (1001, PATTERNS),
+    "patterns.nulls.level": (0.95, PATTERNS),
+    "patterns.nulls.row_draws": (50, PATTERNS),
+    "patterns.nulls.permutations": (10, PATTERNS),
     "figures.dpi": (100, FIGURES),
     "figures.context": ("talk", FIGURES),
     "figures.example_seed": (1, EXAMPLE_SEED_FIGURES),

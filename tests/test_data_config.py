@@ -61,7 +61,7 @@ def test_fasta_config_checks():
         check_fasta_config(classes, {"Alpha": "a.fa"})
 
 
-FASTA_DATA = {"source": "fasta"}
+FASTA_DATA = {"source": "fasta", "strip_gaps": False}  # as data_params() passes them (rules/common.smk)
 
 
 def test_fasta_source_reads_plain_and_gzip(root, tmp_path):
@@ -95,3 +95,14 @@ def test_fasta_source_errors(tmp_path):
             download(tmp_path / "g.fasta", tmp_path / "m.tsv", None, None, ["A", "B"], FASTA_DATA, fasta=fasta)
     assert not (tmp_path / "g.fasta").exists() and not (tmp_path / "m.tsv").exists()  # nothing partial left
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_fasta_source_strips_gaps_only_when_asked(tmp_path):
+    """data.strip_gaps: aligned FASTA ('-', '.') is an error naming the record, or has its gaps removed."""
+    (tmp_path / "a.fasta").write_text(">x\nAC-GT..A\n")
+    (tmp_path / "b.fasta").write_text(">y\nGGGG\n")
+    fasta = {"A": str(tmp_path / "a.fasta"), "B": str(tmp_path / "b.fasta")}
+    with pytest.raises(ValueError, match="a.fasta, line 1: record 'x' has characters outside the IUPAC"):
+        download(tmp_path / "g.fasta", tmp_path / "m.tsv", None, None, ["A", "B"], FASTA_DATA, fasta=fasta)
+    download(tmp_path / "g.fasta", tmp_path / "m.tsv", None, None, ["A", "B"], {**FASTA_DATA, "strip_gaps": True}, fasta=fasta)
+    assert list(read_fasta(tmp_path / "g.fasta")) == [("x", "ACGTA"), ("y", "GGGG")]

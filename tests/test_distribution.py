@@ -140,15 +140,22 @@ def test_embedding_table(tables):
     np.testing.assert_allclose(again["x"], embedding["x"], rtol=1e-5, atol=1e-4)  # fixed seed, order-free
 
 
-def test_coinciding_points_get_no_pca_isoscore_or_map(tables):
+def test_coinciding_points_are_undefined_not_zero(tables):
+    """A degenerate cloud: PCA absent, IsoScore, probe, silhouettes and 2-D maps NaN (not chance, not 0)."""
     _, _, table, embedding = tables
     same = table[(table["layer"] == 0) & (table["stage"] == "input") & (table["pooling"] == "cls")]
     assert "pca_explained_variance_ratio" not in set(same["measure"])
-    assert np.isnan(same[same["measure"] == "isoscore"]["value"].item())
+    for measure in ("isoscore", "probe_accuracy", "probe_accuracy_std"):
+        assert np.isnan(same[same["measure"] == measure]["value"].item()), measure
+    silhouettes = same[same["measure"] == "silhouette"]
+    assert len(silhouettes) == 1 + len(CLASSES) and silhouettes["value"].isna().all()
     assert same[(same["measure"] == "norm_std") & (same["class"] == "all")]["value"].item() == 0.0
     assert same[(same["measure"] == "cone_normalised") & (same["class"] == "all")]["value"].item() == pytest.approx(1.0)
-    mapped = embedding[(embedding["layer"] == 0) & (embedding["stage"] == "input")]
-    assert set(mapped["pooling"]) == {"mean"}  # the [CLS] cloud has no 2-D map
+    mapped = embedding[(embedding["layer"] == 0) & (embedding["stage"] == "input") & (embedding["pooling"] == "cls")]
+    assert set(mapped["method"]) == {"pca", "tsne"} and mapped[["x", "y"]].isna().all().all()
+    assert len(mapped[mapped["method"] == "pca"]) == 24  # every point, coordinates undefined
+    other = embedding[(embedding["layer"] == 0) & (embedding["stage"] == "input") & (embedding["pooling"] == "mean")]
+    assert other[["x", "y"]].notna().all().all()
 
 
 def test_bad_stage_and_labels_raise(tables, tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
+from bertgeom.config import load_config
 from bertgeom.data.outofclass import (
     background_genomes,
     calibration_genomes,
@@ -26,6 +27,11 @@ from bertgeom.openset import (
     nll,
     softmax,
 )
+
+
+# Every kind of noise switched off (the settings of config data.synthetic that add variety).
+QUIET = dict(substitution_rate=0.0, n_runs_mean=0.0, trim_5p_max=0, trim_3p_max=0)
+QUIET.update(drop_max=0.0, homoplasy_mean=0.0, ambiguity_mean=0.0)
 
 
 def _blobs(rng, n=60, dim=5, classes=3):
@@ -138,20 +144,21 @@ def test_out_of_class_genomes(root):
         == sorted(spike[i : i + 3] for i in range(0, len(spike), 3))
         and shuffled != spike
     )
-    settings = dict(per_class=2, substitution_rate=0.0, n_runs_mean=0.0, n_run_length=[30, 250])
-    settings.update(trim_5p_max=0, trim_3p_max=0, mixture=True, drop_max=0.0, homoplasy_mean=0, ambiguity_mean=0)
-    hard = list(calibration_genomes(root / "resources/NC_045512.2.fasta", variants, ["Beta"], settings, 0))
-    assert len(hard) == 2 and all(f["label"] == 0 and f["class"] == "Beta" for _, _, f in hard)
-    assert all(s != reference for _, s, _ in hard)  # the hard variety overrides the quiet settings
+    settings = {**load_config()["data"]["synthetic"], **QUIET, "per_class": 5, "mixture": True}
+    hard = {**load_config()["open_set"]["calibration"], "per_class": 2}
+    made = list(calibration_genomes(root / "resources/NC_045512.2.fasta", variants, ["Beta"], settings, 0, hard=hard))
+    assert len(made) == 2 and all(f["label"] == 0 and f["class"] == "Beta" for _, _, f in made)
+    assert all(s != reference for _, s, _ in made)  # the hard variety overrides the quiet settings
+    fresh = list(calibration_genomes(root / "resources/NC_045512.2.fasta", variants, ["Beta"], settings, 0))
+    assert len(fresh) == 5 and fresh[0][0].startswith("fresh-Beta") and made[0][0].startswith("calibration-Beta")
 
 
 def test_background_genomes_keep_little_of_a_profile(root):
-    settings = dict(per_class=1, substitution_rate=0.0, n_runs_mean=0.0, n_run_length=[30, 250])
-    settings.update(trim_5p_max=0, trim_3p_max=0, mixture=False, drop_max=0.0, homoplasy_mean=0, ambiguity_mean=0)
+    settings = {**load_config()["data"]["synthetic"], **QUIET, "per_class": 1, "mixture": False}
     reference = read_reference(root / "resources/NC_045512.2.fasta")
     records = list(
         background_genomes(
-            root / "resources/NC_045512.2.fasta", root / "resources/variants.yaml", ["Omicron"], settings, 0, 20
+            root / "resources/NC_045512.2.fasta", root / "resources/variants.yaml", ["Omicron"], settings, 0, 20, 0.3
         )
     )
     assert len(records) == 20 and all(0 <= f["kept"] <= 0.3 for _, _, f in records)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from snakemake.utils import validate
@@ -20,6 +21,8 @@ from bertgeom.data.download import synthetic_genomes
 from bertgeom.data.fasta import read_records, write_fasta
 from bertgeom.data.outofclass import background_genomes, calibration_genomes, control_sequences
 from bertgeom.data.outofclass import out_of_class_genomes
+from bertgeom.config import load_config
+from bertgeom.genome_sets import tokenized_set
 from bertgeom.data.spike import SpikeExtractor
 from bertgeom.handoff import write_model_card
 from bertgeom.model import load_model, predict_probs
@@ -33,8 +36,15 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "resources" / "NC_045512.2.fasta"
 VARIANTS = ROOT / "resources" / "variants.yaml"
 CLASSES = ["Alpha", "Delta"]
-QUIET = dict(per_class=4, substitution_rate=0.0005, n_runs_mean=0.0, n_run_length=[30, 250], mixture=True)
-QUIET.update(trim_5p_max=50, trim_3p_max=50)
+DEFAULTS = load_config()
+QUIET = {**DEFAULTS["data"]["synthetic"], **dict(per_class=4, n_runs_mean=0.0, trim_5p_max=50, trim_3p_max=50)}
+HARD = {**DEFAULTS["open_set"]["calibration"], "per_class": 8}
+
+
+def write_set(records, extractor, tokenizer, path, kind="evaluation"):
+    """A genome set as a tokens parquet (bertgeom.genome_sets)."""
+    io.write_parquet(tokenized_set(records, extractor, tokenizer, kind), path)
+    return path
 
 
 def predict_records(records, model_dir, batch_size=32, device="cpu") -> pd.DataFrame:
@@ -76,30 +86,25 @@ def trained(tmp_path_factory):
     for name, part in parts.items():
         ids, n_tokens = tokenizer.encode(part["sequence"].tolist())
         io.write_parquet(split_table(part, ids, n_tokens), root / "tokens" / f"{name}.parquet")
-    background = pd.DataFrame(
-        [
-            (seq_id, "background", -1, f["lineage"], extractor.extract(seq_id, seq).sequence)
-            for seq_id, seq, f in background_genomes(REFERENCE, VARIANTS, CLASSES, QUIET, 0, 24)
-        ],
-        columns=["seq_id", "class", "label", "lineage", "sequence"],
-    )
-    ids, n_tokens = tokenizer.encode(background["sequence"].tolist())
-    io.write_parquet(split_table(background, ids, n_tokens), root / "tokens" / "background.parquet")
     tokens = root / "tokens"
+    background = background_genomes(REFERENCE, VARIANTS, CLASSES, QUIET, 0, 24, keep_max=0.3)
+    write_set(background, extractor, tokenizer, tokens / "background.parquet", "background")
     train_seed(
         tokens / "train.parquet", tokens / "val.parquet", tokens, root / "model", root / "ckpt",
         config["classes"], config["model"], config["train"], 0, background=tokens / "background.parquet",
     )  # fmt: skip
     held_out = [(seq_id, seq, f["class"]) for (seq_id, seq, f), i in zip(genomes, index) if i >= 14]
+    sets = {
+        "threshold": out_of_class_genomes(REFERENCE, VARIANTS, CLASSES, "threshold", QUIET, 0),
+        "fresh": [],
+        "calibration": calibration_genomes(REFERENCE, VARIANTS, CLASSES, QUIET, 0, hard=HARD),
+    }
+    paths = {name: write_set(records, extractor, tokenizer, tokens / f"{name}.parquet", name) for name, records in sets.items()}
     fit_open_set(
-        root / "model",
-        root / "tokens" / "train.parquet",
-        root / "tokens" / "val.parquet",
-        out_of_class_genomes(REFERENCE, VARIANTS, CLASSES, "threshold", QUIET, 0),
-        calibration_genomes(REFERENCE, VARIANTS, CLASSES, dict(QUIET, per_class=8), 0),
-        REFERENCE,
+        root / "model", tokens / "train.parquet", tokens / "val.parquet", **paths,
+        open_set_out=root / "model" / "open_set.json", tensors_out=root / "model" / "open_set.safetensors",
         max_false_unassigned=0.0,
-    )
+    )  # fmt: skip
     return root / "model", held_out
 
 
@@ -146,7 +151,7 @@ def test_predict_genomes_and_spikes(trained, tmp_path):
     np.testing.assert_allclose(ok[[f"prob_{c}" for c in CLASSES]].sum(axis=1), 1.0, atol=1e-6)
 
 
-def test_reference_and_random_sequences_are_unassigned(trained):
+def test_reference_and_random_sequences_are_unassigned(trained, tmp_path):
     """Sequences of no class: the reference genome (a genome and its bare spike), random sequences."""
     model_dir, held_out = trained
     controls = [(i, s) for i, s, _ in control_sequences(REFERENCE, 3, seed=0)]
@@ -156,12 +161,17 @@ def test_reference_and_random_sequences_are_unassigned(trained):
     assert table.loc[["control-reference", "reference-spike"], "prediction"].tolist() == ["unassigned"] * 2
     # random and shuffled sequences never reach the model through QC; scored as they are, they are far out
     open_set = OpenSet.load(model_dir / "open_set.json")
+    tokens = model_dir.parent / "tokens"
+    controls = write_set(
+        control_sequences(REFERENCE, 5, seed=1), SpikeExtractor(REFERENCE), KmerTokenizer.load(tokens), tmp_path / "c.parquet"
+    )
     table, summary, calibration = evaluate_open_set(
-        model_dir, model_dir.parent / "tokens" / "val.parquet", control_sequences(REFERENCE, 5, seed=1), REFERENCE
+        model_dir, model_dir / "open_set.json", None, tokens / "val.parquet", controls, tokens / "calibration.parquet"
     )
     summary = summary.set_index("type")
     assert len(table) == 4 + 11 and summary.loc["test (in class)", "n"] == 4
-    assert sum(row["n"] for row in calibration["reliability_after"]) == 4
+    assert sum(row["n"] for row in calibration["test"]["reliability_after"]) == 4
+    assert calibration["calibration_check"]["n"] == len(pq.read_table(tokens / "calibration.parquet")) // 2
     assert summary.loc[["random", "shuffled", "reference"], "unassigned"].tolist() == [1.0, 1.0, 1.0]
     assert summary.loc["random", "auroc"] == 1.0 and open_set.threshold > 0
 
@@ -263,7 +273,9 @@ def test_model_card(trained, tmp_path):
         "per_class": {c: {"precision": 1.0, "recall": 0.5, "f1": 0.6, "support": 2} for c in CLASSES},
     }
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
-    write_model_card(model_dir, tmp_path / "metrics.json", tmp_path / "README.md")
+    write_model_card(
+        model_dir / "training_info.json", tmp_path / "metrics.json", tmp_path / "README.md", model_dir / "open_set.json"
+    )
     card = (tmp_path / "README.md").read_text()
     threshold = OpenSet.load(model_dir / "open_set.json").threshold
     assert f"| Alpha | 100.0% | 50.0% | 60.0% | 2 |" in card and f"{threshold:.3f}" in card

@@ -1,6 +1,8 @@
 """Training: one step learns, batches trim without changing outputs, determinism, kill-and-resume,
 pretrained initialisation. Everything on a tiny model and a small token set built here."""
 
+import logging
+import shutil
 from importlib.metadata import version
 from pathlib import Path
 
@@ -269,6 +271,35 @@ def test_bad_inputs_are_clear_errors(tokens, tmp_path):
         build_model(
             {"init": "pretrained", "pretrained": str(tmp_path / "nowhere")}, CLASSES, KmerTokenizer.load(tokens), 0
         )
+
+
+def test_damaged_checkpoint_is_discarded_for_the_one_before(tokens, tmp_path, monkeypatch, caplog):
+    """Killed between writing epoch 2's checkpoint and deleting epoch 1's, with epoch 2's JSON then cut
+    short: training resumes from epoch 1, the damaged files are deleted, the result is unchanged."""
+    config = make_config(epochs=3)
+    fit_config(config, 0, tokens, tmp_path / "whole", tmp_path / "ckpt-whole")
+    original, saved = train_mod.save_checkpoint, tmp_path / "epoch1-copy"
+
+    def save_then_die(ckpt_dir, epoch, *args, **kwargs):
+        original(ckpt_dir, epoch, *args, **kwargs)
+        if epoch == 1:
+            shutil.copytree(ckpt_dir, saved)
+        if epoch == 2:
+            raise Killed("killed")
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        fit_config(config, 0, tokens, tmp_path / "m", tmp_path / "ckpt")
+    monkeypatch.setattr(train_mod, "save_checkpoint", original)
+    for path in saved.iterdir():
+        shutil.copy(path, tmp_path / "ckpt")
+    latest = tmp_path / "ckpt" / "epoch2.json"
+    latest.write_text(latest.read_text()[:100])
+    caplog.set_level(logging.WARNING)
+    info = fit_config(config, 0, tokens, tmp_path / "m", tmp_path / "ckpt")
+    assert info["resumed_from_epoch"] == 1
+    assert f"{latest}: unreadable" in caplog.text and "discarded" in caplog.text
+    assert io.sha256_file(tmp_path / "m" / "model.safetensors") == io.sha256_file(tmp_path / "whole" / "model.safetensors")
 
 
 def test_select_device_names_the_setting(monkeypatch):

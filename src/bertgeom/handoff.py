@@ -50,7 +50,7 @@ def _pct(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
 
 
-def model_card(info: dict, metrics: dict, open_set: dict | None, name: str) -> str:
+def model_card(info: dict, metrics: dict, open_set: dict | None, name: str, summary: list[dict] | None = None) -> str:
     """The text of README.md (see write_model_card)."""
     config, classes = info.get("config", {}), info.get("config", {}).get("classes", [])
     data = config.get("data", {})
@@ -108,6 +108,13 @@ on held-out calibration genomes the NLL went from {cal.get('nll_before', float('
 """
     else:
         text += "\n## Open set and calibration\nNot fitted for this model: every sequence gets a class.\n"
+    if summary:
+        text += f"""
+## Open set measured (rule `open_set`: the test split and synthetic genomes the threshold never saw)
+Share `unassigned` at the threshold, AUROC of `ood_score` against the test split, share correct (in class):
+
+{summary_rows(summary)}
+"""
     text += f"""
 ## Intended use and limits
 Research on variant classification and on the geometry of BERT. It knows only the classes above; lineages outside
@@ -136,12 +143,34 @@ instead. The model sees the spike gene only: cut it out of whole genomes first
 
 
 def write_model_card(
-    model_dir: str | Path, metrics_path: str | Path, out_path: str | Path | None = None, open_set_path=None
+    training_info: str | Path,
+    metrics: str | Path,
+    out: str | Path,
+    open_set: str | Path | None = None,
+    open_set_summary: str | Path | None = None,
+    name: str | None = None,
 ) -> None:
-    """README.md (default: in model_dir) from training_info.json, metrics.json and open_set.json (if any)."""
-    model_dir = Path(model_dir)
-    info = json.loads((model_dir / "training_info.json").read_text())
-    metrics = json.loads(Path(metrics_path).read_text())
-    open_set_path = Path(open_set_path) if open_set_path else model_dir / "open_set.json"
-    open_set = json.loads(open_set_path.read_text()) if open_set_path.is_file() else None
-    write_text(out_path or model_dir / "README.md", model_card(info, metrics, open_set, model_dir.name))
+    """Rule model_card: README.md from training_info.json, metrics.json and (if given) open_set.json and
+    the open-set evaluation (summary.tsv of rule open_set). name: what the card calls the model
+    (default: the name of out's directory)."""
+    info = json.loads(Path(training_info).read_text())
+    scores = json.loads(Path(metrics).read_text())
+    fitted = json.loads(Path(open_set).read_text()) if open_set else None
+    summary = read_summary(open_set_summary) if open_set_summary else None
+    write_text(out, model_card(info, scores, fitted, name or Path(out).resolve().parent.name, summary))
+
+
+def read_summary(path: str | Path) -> list[dict]:
+    """The rows of an open-set summary.tsv (bertgeom.openset_stage.summarise)."""
+    import pandas as pd
+
+    return pd.read_csv(path, sep="\t").to_dict("records")
+
+
+def summary_rows(summary: list[dict]) -> str:
+    """The open-set evaluation as a Markdown table (one row per type)."""
+    lines = ["| type | n | unassigned | AUROC | correct |", "|---|---|---|---|---|"]
+    for row in summary:
+        auroc = "n/a" if isinstance(row["auroc"], float) and math.isnan(row["auroc"]) else f"{row['auroc']:.3f}"
+        lines.append(f"| {row['type']} | {row['n']} | {_pct(row['unassigned'])} | {auroc} | {_pct(row['correct'])} |")
+    return "\n".join(lines)

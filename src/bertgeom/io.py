@@ -2,7 +2,10 @@
 and the table helpers every stage uses (batched reads, column checks, the tokens-file validator).
 
 Every output is written to a temporary file beside its target and renamed into place only when
-complete, so an interrupted job never leaves a partial file that looks finished.
+complete, so an interrupted job never leaves a partial file that looks finished. Temporaries are
+named `.<target name>.<8 random characters><suffix>` (files: `atomic_path`; directories of files
+renamed one by one: `staging_directory`); the ones a killed job left are removed when a job owning
+their target starts (`job_log(..., outputs=...)`, `sweep_temporaries`).
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import json
 import logging
 import os
 import platform
+import re
+import shutil
 import sys
 import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +54,44 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def staging_directory(anchor: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside `anchor` (a file the caller will move out of it into place),
+    named like atomic_path's temporaries so that sweep_temporaries finds it after a kill."""
+    anchor = Path(anchor)
+    anchor.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{anchor.name}.", suffix=".staging", dir=anchor.parent) as tmp:
+        yield Path(tmp)
+
+
+# .<target name>.<mkstemp's 8 random characters><suffix>: our temporaries and nothing else.
+_RANDOM_SUFFIX = r"\.[a-z0-9_]{8}\.[A-Za-z0-9]+"
+TEMPORARY = re.compile(rf"\..+{_RANDOM_SUFFIX}")
+
+
+def sweep_temporaries(
+    outputs: Iterable[str | os.PathLike] = (), directories: Iterable[str | os.PathLike] = ()
+) -> list[Path]:
+    """Remove what an interrupted job left of its writes: the temporaries of each of `outputs`
+    (beside it, named after it) and every temporary inside `directories` (which a job owns whole,
+    such as a checkpoint folder). Call it when the owning job starts, before it writes anything."""
+    found = []
+    for output in map(Path, outputs):
+        pattern = re.compile(rf"\.{re.escape(output.name)}{_RANDOM_SUFFIX}")
+        if output.parent.is_dir():
+            found += [p for p in output.parent.iterdir() if pattern.fullmatch(p.name)]
+    for directory in map(Path, directories):
+        if directory.is_dir():
+            found += [p for p in directory.iterdir() if TEMPORARY.fullmatch(p.name)]
+    for path in found:
+        log.warning("%s: removing a temporary left by an interrupted job", path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
 def file_directory(paths: dict[str, str | os.PathLike], names: dict[str, str]) -> Path:
     """The one directory holding `paths` ({key: path}), which must be the files `names` ({key: file
     name}) there: a Hugging Face model or tokenizer is read and written as a directory of fixed names.
@@ -69,6 +112,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def as_json(obj: Any) -> Any:
+    """`obj` as it reads back from JSON (numpy numbers as Python ones, paths and dict keys as strings)."""
+    return json.loads(json.dumps(obj, default=_json_default))
 
 
 def _json_default(obj: Any) -> Any:
@@ -301,10 +349,12 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
 
 
 @contextlib.contextmanager
-def job_log(log_file: str | os.PathLike | None) -> Iterator[logging.Logger]:
-    """For Snakemake scripts: log to the rule's log file; an exception is logged in full, then re-raised."""
+def job_log(log_file: str | os.PathLike | None, outputs: Iterable[str | os.PathLike] = ()) -> Iterator[logging.Logger]:
+    """For Snakemake scripts: log to the rule's log file, first removing the temporaries that a killed
+    earlier run of the job left beside its `outputs`; an exception is logged in full, then re-raised."""
     logger = setup_logging(log_file)
     try:
+        sweep_temporaries(outputs)
         yield logger
     except Exception:
         logger.exception("job failed")

@@ -24,7 +24,7 @@ class called `unassigned` than from a rare false assignment).
 
 Calibration (Guo et al. 2017, "On calibration of modern neural networks", ICML): one temperature T
 divides the logits, fitted by minimising the negative log-likelihood on a calibration split that is
-harder than the training data (synthetic genomes with bertgeom.data.synthetic.HARD_VARIETY). Its
+harder than the training data (synthetic genomes with the settings of config open_set.calibration). Its
 expected calibration error (ECE) uses 15 equal-width confidence bins.
 """
 
@@ -71,23 +71,27 @@ class OpenSet:
         )
         return np.sqrt(squared)
 
-    def save(self, path: str | Path) -> None:
-        """path (open_set.json) and open_set.safetensors beside it, each written atomically."""
+    def save(self, path: str | Path, tensors: str | Path | None = None) -> None:
+        """path (open_set.json) and `tensors` (default: open_set.safetensors beside it; it must lie in the
+        same directory, where load looks for it), each written atomically."""
         from safetensors.numpy import save_file
 
         path = Path(path)
-        tensors = path.with_name(TENSORS_FILE)
+        tensors = Path(tensors) if tensors else path.with_name(TENSORS_FILE)
+        if tensors.parent.resolve() != path.parent.resolve():
+            raise ValueError(f"{tensors}: the open-set tensors must lie beside {path}")
         with atomic_path(tensors, ".safetensors") as tmp:
             save_file({"means": self.means, "precision": self.precision}, str(tmp))
         data = {k: v for k, v in asdict(self).items() if k not in ("means", "precision")}
         write_json(
             path,
-            {"format": "bertgeom open set 2", "tensors": TENSORS_FILE, **data, "tensors_sha256": sha256_file(tensors)},
+            {"format": "bertgeom open set 2", "tensors": tensors.name, **data, "tensors_sha256": sha256_file(tensors)},
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "OpenSet":
-        """Read open_set.json and its tensors; ValueError naming the file when something is missing or wrong."""
+    def load(cls, path: str | Path, tensors: str | Path | None = None) -> "OpenSet":
+        """Read open_set.json and its tensors (the file it names beside it; `tensors`, if given, must be
+        that file); ValueError naming the file when something is missing or wrong."""
         from safetensors.numpy import load_file
 
         path = Path(path)
@@ -95,7 +99,10 @@ class OpenSet:
         missing = [k for k in ("classes", "threshold", "temperature", "tensors", "tensors_sha256") if k not in data]
         if missing:
             raise ValueError(f"{path}: not an open-set file (missing {missing})")
-        tensors = path.with_name(data.pop("tensors"))
+        named = path.with_name(data.pop("tensors"))
+        if tensors is not None and Path(tensors).resolve() != named.resolve():
+            raise ValueError(f"{path}: its tensors are {named.name} beside it, not {tensors}")
+        tensors = named
         if not tensors.is_file() or sha256_file(tensors) != data.pop("tensors_sha256"):
             raise ValueError(f"{path}: {tensors.name} is missing or not the file it was saved with")
         arrays = load_file(str(tensors))
@@ -136,9 +143,7 @@ def fit_gaussian(features: np.ndarray, labels: np.ndarray, n_classes: int) -> tu
     return means, LedoitWolf(assume_centered=True).fit(centred).precision_
 
 
-def choose_threshold(
-    in_scores: np.ndarray, out_scores: np.ndarray, max_false_unassigned: float = 0.01
-) -> tuple[float, dict]:
+def choose_threshold(in_scores: np.ndarray, out_scores: np.ndarray, max_false_unassigned: float) -> tuple[float, dict]:
     """The lowest threshold (score > threshold: unassigned) with the largest Youden J, at least the
     (1 - max_false_unassigned) quantile of the in-class scores; see the module docstring.
 

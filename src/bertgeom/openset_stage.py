@@ -1,191 +1,195 @@
-"""Stage open_set: fit the open-set threshold and the temperature of a model, and evaluate them.
+"""Rules open_set_fit and open_set: fit the open-set threshold and the temperature of a model, and evaluate them.
 
-`fit_open_set` (per model) writes open_set.json into the model directory: class means and shared
-covariance from the training split, the threshold from the validation split plus the `threshold`
-out-of-class genomes, the temperature from half of the hard calibration genomes (the other half
-measures it). `evaluate_open_set` scores the test split plus the `evaluation` out-of-class genomes and
-the controls, and writes one row per sequence and one row per out-of-class type (AUROC of the
-ood_score against the test split, share unassigned at the stored threshold). Formulas:
-bertgeom.openset. Shuffled spikes and random sequences are scored as they are, without spike
-extraction (QC would reject them before the model: this measures the detector itself).
+`fit_open_set` (rule open_set_fit, per model) writes open_set.json + open_set.safetensors into the model
+directory: class means and shared covariances from the training split, the threshold from the
+validation split plus the `fresh` in-class genomes against the `threshold` out-of-class genomes, the
+temperature from the even rows of the hard `calibration` genomes (the odd rows measure it).
+`evaluate_open_set` (rule open_set) scores the test split and the `evaluation` genomes (out-of-class
+lineages and controls) and writes one row per sequence, one row per type (AUROC of the ood_score
+against the test split, shares unassigned and correct at the stored threshold) and the calibration
+before and after temperature scaling (NLL, ECE, reliability bins) on the test split and on the held-out
+calibration genomes. The genome sets are tokens parquets of bertgeom.genome_sets; formulas:
+bertgeom.openset.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
-import torch
+import pyarrow.parquet as pq
 
-from bertgeom.data.spike import SpikeExtractor
+from bertgeom.io import provenance, write_json, write_parquet, write_text
 from bertgeom.model import load_model
 from bertgeom.openset import (
-    OPEN_SET_FILE,
     OpenSet,
     answer,
     choose_threshold,
-    layer_features,
     expected_calibration_error,
     fit_layers,
     fit_temperature,
+    layer_features,
     nll,
     reliability,
     softmax,
 )
-from bertgeom.tokens import KmerTokenizer
-from bertgeom.train import load_split
+from bertgeom.train import load_split, select_device
 
 log = logging.getLogger("bertgeom.openset")
-BARE_TYPES = ("shuffled", "random")  # scored without spike extraction
+PathLike = str | Path
+SUMMARY_COLUMNS = ["group", "type", "n", "auroc", "unassigned", "correct"]
+TEST_TYPE = "test (in class)"
 
 
-def spikes_of(records: Iterable[tuple[str, str, dict]], extractor: SpikeExtractor, max_nt: int) -> pd.DataFrame:
-    """One row per record with a usable spike: seq_id, spike, and the record's fields; rejects are logged."""
-    rows, rejected = [], {}
-    for seq_id, sequence, fields in records:
-        if fields.get("type") in BARE_TYPES:
-            rows.append({"seq_id": seq_id, "spike": sequence, **fields})
-            continue
-        res = extractor.extract(seq_id, sequence)
-        if res.status == "pass" and res.length <= max_nt:
-            rows.append({"seq_id": seq_id, "spike": res.sequence, **fields})
-        else:
-            reason = res.reason or "too_long"
-            rejected[reason] = rejected.get(reason, 0) + 1
-    if rejected:
-        log.info("records without a usable spike (left out): %s", rejected)
-    return pd.DataFrame(rows)
-
-
-def encode_and_run(model, tokenizer: KmerTokenizer, spikes: list[str], batch_size: int, device) -> tuple:
-    """(features [N, hidden], logits [N, classes]) of spike sequences."""
-    ids, n_tokens = tokenizer.encode(spikes)
-    return layer_features(model, torch.from_numpy(ids), torch.from_numpy(n_tokens).long(), batch_size, device)
-
-
-def split_outputs(model, path: str | Path, n_classes: int, batch_size: int, device) -> tuple:
-    """(features, logits, labels) of a tokens parquet split."""
-    split = load_split(path, n_classes)
+def set_outputs(model, path: PathLike, n_classes: int, batch_size: int, labelled: bool = True) -> dict:
+    """Features [N, layer, hidden], logits [N, classes], labels [N], seq_ids and types of a tokens parquet."""
+    split = load_split(path, n_classes, labelled)
+    device = next(model.parameters()).device
     features, logits = layer_features(model, split.ids, split.n_tokens, batch_size, device)
-    return features, logits, split.labels.numpy()
+    names = pq.read_schema(path).names
+    types = pq.read_table(path, columns=["type"])["type"].to_pylist() if "type" in names else ["test"] * len(split)
+    return {"x": features, "logits": logits, "y": split.labels.numpy(), "seq_ids": split.seq_ids, "types": types}
+
+
+def calibration_halves(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, check) masks of the calibration genomes: even rows fit the temperature, odd rows measure it."""
+    fit = np.arange(n) % 2 == 0
+    return fit, ~fit
 
 
 def fit_open_set(
-    model_dir: str | Path,
-    train_tokens: str | Path,
-    val_tokens: str | Path,
-    threshold_records: Iterable[tuple[str, str, dict]],
-    calibration_records: Iterable[tuple[str, str, dict]],
-    reference: str | Path,
-    out_path: str | Path | None = None,
-    qc: dict | None = None,
+    model_dir: PathLike,
+    train: PathLike,
+    val: PathLike,
+    threshold: PathLike,
+    fresh: PathLike,
+    calibration: PathLike,
+    open_set_out: PathLike,
+    tensors_out: PathLike,
+    max_false_unassigned: float,
     batch_size: int = 32,
     device: str = "cpu",
-    in_class_records: Iterable[tuple[str, str, dict]] = (),
-    max_false_unassigned: float = 0.01,
 ) -> OpenSet:
-    """Fit and write open_set.json (default: in model_dir). qc: SpikeExtractor options (config qc).
+    """Rule open_set_fit: fit and write open_set.json (+ its tensors file, in the same directory).
 
-    in_class_records: fresh in-class genomes (never trained on) that join the validation split in
-    choosing the threshold. Calibration records carry their class index as `label`.
+    train, val: the model's tokens splits; threshold, fresh, calibration: the open_set_genomes sets.
     """
-    model_dir = Path(model_dir)
-    model, tokenizer = load_model(model_dir, device), KmerTokenizer.load(model_dir)
+    model = load_model(model_dir, select_device(device))
     classes = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    extractor = SpikeExtractor(reference, **(qc or {}))
-    max_nt = (tokenizer.max_length - 3) * tokenizer.stride + tokenizer.k
-    train_x, _, train_y = split_outputs(model, train_tokens, len(classes), batch_size, device)
-    means, precision = fit_layers(train_x, train_y, len(classes))
+    n = len(classes)
+    fitted = set_outputs(model, train, n, batch_size)
+    means, precision = fit_layers(fitted["x"], fitted["y"], n)
     open_set = OpenSet(classes, means, precision, threshold=float("inf"))
-    val_x, val_logits, val_y = split_outputs(model, val_tokens, len(classes), batch_size, device)
-    outside = spikes_of(threshold_records, extractor, max_nt)
-    out_x, _ = encode_and_run(model, tokenizer, outside["spike"].tolist(), batch_size, device)
-    fresh = spikes_of(in_class_records, extractor, max_nt)
-    in_x = val_x
-    if len(fresh):
-        in_x = np.concatenate([val_x, encode_and_run(model, tokenizer, fresh["spike"].tolist(), batch_size, device)[0]])
-    in_scores, out_scores = open_set.scores(in_x).min(1), open_set.scores(out_x).min(1)
-    threshold, report = choose_threshold(in_scores, out_scores, max_false_unassigned)
-    report["threshold_lineages"] = sorted(outside["type"].unique().tolist())
-    calibration = spikes_of(calibration_records, extractor, max_nt)
-    cal_x, cal_logits = encode_and_run(model, tokenizer, calibration["spike"].tolist(), batch_size, device)
-    cal_y = calibration["label"].to_numpy().astype(int)
-    fit, check = np.arange(len(cal_y)) % 2 == 0, np.arange(len(cal_y)) % 2 == 1
-    if (cal_logits[fit].argmax(1) == cal_y[fit]).all():
+    inside = [set_outputs(model, path, n, batch_size)["x"] for path in (val, fresh)]
+    outside = set_outputs(model, threshold, n, batch_size, labelled=False)
+    in_scores = open_set.scores(np.concatenate(inside)).min(1)
+    chosen, report = choose_threshold(in_scores, open_set.scores(outside["x"]).min(1), max_false_unassigned)
+    report["threshold_lineages"] = sorted(set(outside["types"]))
+    cal = set_outputs(model, calibration, n, batch_size)
+    fit, check = calibration_halves(len(cal["y"]))
+    if (cal["logits"][fit].argmax(1) == cal["y"][fit]).all():
         temperature = 1.0  # no error to calibrate on: NLL falls without bound as T -> 0
         log.warning("every calibration genome is classified right: temperature left at 1 (not identifiable)")
     else:
-        temperature = fit_temperature(cal_logits[fit], cal_y[fit])
-    report["calibration"] = calibration_report(cal_logits[check], cal_y[check], temperature)
+        temperature = fit_temperature(cal["logits"][fit], cal["y"][fit])
+    report["calibration"] = calibration_report(cal["logits"][check], cal["y"][check], temperature)
     report["calibration"].update(n_fit=int(fit.sum()), n_check=int(check.sum()))
-    open_set = OpenSet(classes, means, precision, threshold, temperature, report=report)
-    open_set.save(out_path or model_dir / OPEN_SET_FILE)
-    log.info("open set: threshold %.3f (%s), temperature %.3f", threshold, report, temperature)
+    open_set = OpenSet(classes, means, precision, chosen, temperature, report=report)
+    open_set.save(open_set_out, tensors_out)
+    log.info("open set: threshold %.3f (%s), temperature %.3f", chosen, report, temperature)
     return open_set
 
 
 def calibration_report(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
-    """NLL, ECE and accuracy of softmax(logits) and softmax(logits / T) on held-out sequences."""
+    """NLL, ECE and accuracy of softmax(logits) and softmax(logits / T) on held-out sequences (NaN if none)."""
     before, after = softmax(logits), softmax(logits / temperature)
+    empty = not len(labels)
     return {
         "temperature": temperature,
-        "accuracy": float((before.argmax(1) == labels).mean()) if len(labels) else float("nan"),
-        "nll_before": nll(logits, labels) if len(labels) else float("nan"),
-        "nll_after": nll(logits / temperature, labels) if len(labels) else float("nan"),
+        "n": int(len(labels)),
+        "accuracy": float("nan") if empty else float((before.argmax(1) == labels).mean()),
+        "nll_before": float("nan") if empty else nll(logits, labels),
+        "nll_after": float("nan") if empty else nll(logits / temperature, labels),
         "ece_before": expected_calibration_error(before, labels),
         "ece_after": expected_calibration_error(after, labels),
     }
 
 
+def reliability_report(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict:
+    """calibration_report plus the reliability bins before and after temperature scaling (the diagram's data)."""
+    report = calibration_report(logits, labels, temperature)
+    report["reliability_before"] = reliability(softmax(logits), labels)
+    report["reliability_after"] = reliability(softmax(logits / temperature), labels)
+    return report
+
+
 def evaluate_open_set(
-    model_dir: str | Path,
-    test_tokens: str | Path,
-    eval_records: Iterable[tuple[str, str, dict]],
-    reference: str | Path,
-    open_set_path: str | Path | None = None,
-    qc: dict | None = None,
+    model_dir: PathLike,
+    open_set_path: PathLike,
+    tensors_path: PathLike | None,
+    test: PathLike,
+    evaluation: PathLike,
+    calibration: PathLike,
+    outputs: dict[str, PathLike] | None = None,
     batch_size: int = 32,
     device: str = "cpu",
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """(per-sequence table, per-type summary, calibration on the test split) of the test split and the
-    out-of-class genomes. The calibration dict has calibration_report's numbers and `reliability`
-    (per confidence bin, before and after temperature scaling: the reliability diagram's data)."""
-    from sklearn.metrics import roc_auc_score
-
-    model_dir = Path(model_dir)
-    model, tokenizer = load_model(model_dir, device), KmerTokenizer.load(model_dir)
-    open_set = OpenSet.load(open_set_path or model_dir / OPEN_SET_FILE)
-    classes = open_set.classes
-    max_nt = (tokenizer.max_length - 3) * tokenizer.stride + tokenizer.k
-    test_x, test_logits, test_y = split_outputs(model, test_tokens, len(classes), batch_size, device)
-    outside = spikes_of(eval_records, SpikeExtractor(reference, **(qc or {})), max_nt)
-    out_x, out_logits = encode_and_run(model, tokenizer, outside["spike"].tolist(), batch_size, device)
+    """Rule open_set: (one row per sequence, one row per type, calibration {test, calibration_check}) of a
+    model; with `outputs` ({scores, summary, calibration}: paths) also written as scores.parquet,
+    summary.tsv and calibration.json."""
+    model = load_model(model_dir, select_device(device))
+    open_set = OpenSet.load(open_set_path, tensors_path)
+    classes, n = open_set.classes, len(open_set.classes)
+    parts = {
+        "in_class": set_outputs(model, test, n, batch_size),
+        "out_of_class": set_outputs(model, evaluation, n, batch_size, labelled=False),
+    }
     rows = []
-    for group, x, logits, types, truth in (
-        ("in_class", test_x, test_logits, ["test"] * len(test_y), [classes[y] for y in test_y]),
-        ("out_of_class", out_x, out_logits, outside["type"].tolist(), [""] * len(outside)),
-    ):
-        got = answer(open_set, x, logits)
-        for i in range(len(types)):
+    for group, part in parts.items():
+        got = answer(open_set, part["x"], part["logits"])
+        for i, seq_id in enumerate(part["seq_ids"]):
+            closest = classes[got.closest[i]]
             rows.append(
                 {
+                    "seq_id": seq_id,
                     "group": group,
-                    "type": types[i],
-                    "true_class": truth[i],
-                    "closest_class": classes[got.closest[i]],
-                    "prediction": classes[got.closest[i]] if got.assigned[i] else "unassigned",
+                    "type": TEST_TYPE if group == "in_class" else part["types"][i],
+                    "true_class": classes[part["y"][i]] if group == "in_class" else "",
+                    "closest_class": closest,
+                    "prediction": closest if got.assigned[i] else "unassigned",
                     "probability": float(got.probs[i].max()),
                     "ood_score": float(got.ood_score[i]),
                 }
             )
     table = pd.DataFrame(rows)
+    cal = set_outputs(model, calibration, n, batch_size)
+    check = calibration_halves(len(cal["y"]))[1]
+    calibration_data = {
+        "test": reliability_report(parts["in_class"]["logits"], parts["in_class"]["y"], open_set.temperature),
+        "calibration_check": reliability_report(cal["logits"][check], cal["y"][check], open_set.temperature),
+    }
+    summary = summarise(table)
+    if outputs:
+        meta = provenance(None, model_dir, stage="open_set")
+        write_parquet(table, outputs["scores"], meta)
+        write_text(outputs["summary"], summary.to_csv(sep="\t", index=False, float_format="%.6g"))
+        write_json(outputs["calibration"], {**calibration_data, "provenance": meta})
+        log.info("open set of %s:\n%s", model_dir, summary.to_string(index=False))
+    return table, summary, calibration_data
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per type: n, AUROC of ood_score (out-of-class type vs the test split; NaN for the test
+    split itself), share unassigned, share correct (in class only; NaN out of class)."""
+    from sklearn.metrics import roc_auc_score
+
     inside = table[table["group"] == "in_class"]
-    summary = [
+    rows = [
         {
-            "type": "test (in class)",
+            "group": "in_class",
+            "type": TEST_TYPE,
             "n": len(inside),
             "auroc": float("nan"),
             "unassigned": float((inside["prediction"] == "unassigned").mean()),
@@ -193,18 +197,16 @@ def evaluate_open_set(
         }
     ]
     for kind, part in table[table["group"] == "out_of_class"].groupby("type", sort=False):
-        scores = np.concatenate([inside["ood_score"], part["ood_score"]])
         truth = np.r_[np.zeros(len(inside)), np.ones(len(part))]
-        summary.append(
+        auroc = roc_auc_score(truth, np.r_[inside["ood_score"], part["ood_score"]]) if len(inside) else float("nan")
+        rows.append(
             {
+                "group": "out_of_class",
                 "type": kind,
                 "n": len(part),
-                "auroc": float(roc_auc_score(truth, scores)),
+                "auroc": float(auroc),
                 "unassigned": float((part["prediction"] == "unassigned").mean()),
                 "correct": float("nan"),
             }
         )
-    calibration = calibration_report(test_logits, test_y, open_set.temperature)
-    calibration["reliability_before"] = reliability(softmax(test_logits), test_y)
-    calibration["reliability_after"] = reliability(softmax(test_logits / open_set.temperature), test_y)
-    return table, pd.DataFrame(summary), calibration
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

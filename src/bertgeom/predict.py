@@ -31,6 +31,18 @@ QC_KEYS = ("max_n_fraction", "allow_internal_stops", "max_length_change", "prese
 UNASSIGNED = "unassigned"
 
 
+def training_settings(model_dir: Path) -> dict:
+    """The config a model was trained with (training_info.json): its QC settings and reference are
+    applied to new genomes, so a model directory without it is an error, not a silent default."""
+    path = Path(model_dir) / "training_info.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{model_dir}: not a trained model directory (missing training_info.json: the QC settings "
+            f"and reference of the training run, which predict applies to new genomes)"
+        )
+    return json.loads(path.read_text()).get("config", {})
+
+
 def find_reference(given: str | None, training_config: dict) -> Path:
     """--reference, else the training config's data.reference, from the working directory or the checkout."""
     name = given or training_config.get("data", {}).get("reference", DEFAULT_REFERENCE)
@@ -56,8 +68,7 @@ class Predictor:
         from bertgeom.tokens import KmerTokenizer
 
         model_dir = Path(model_dir)
-        info = model_dir / "training_info.json"
-        config = json.loads(info.read_text()).get("config", {}) if info.is_file() else {}
+        config = training_settings(model_dir)
         self.device = select_device(device, "--device")
         self.model = load_model(model_dir, self.device)
         self.tokenizer = KmerTokenizer.load(model_dir)

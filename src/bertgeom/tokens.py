@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bertgeom.data.variants import SPIKE_END, SPIKE_START, spike_domains
-from bertgeom.io import file_directory, fixed_size_list, provenance, write_json, write_parquet
+from bertgeom.io import file_directory, fixed_size_list, provenance, staging_directory, write_json, write_parquet
 
 log = logging.getLogger("bertgeom.tokens")
 
@@ -328,8 +328,7 @@ class KmerTokenizer:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".tokenizer.", dir=directory) as tmp:
-            tmp = Path(tmp)
+        with staging_directory(directory / TOKENIZER_NAMES["tokenizer"]) as tmp:
             self.hf_tokenizer().save_pretrained(tmp)
             config = json.loads((tmp / "tokenizer_config.json").read_text())
             # The portable class name (transformers 4 and 5 both know it).
@@ -356,6 +355,14 @@ class KmerTokenizer:
             raise ValueError(f"{directory / 'tokenizer_config.json'}: missing k-mer keys {missing}")
         specials = {role: config.get(f"{role}_token", token) for role, token in SPECIAL_TOKENS.items()}
         return cls(model["vocab"], config["k"], config["stride"], config["max_length"], specials)
+
+
+def split_sizes(n: int, test_fraction: float, val_fraction: float) -> dict[str, int]:
+    """Sizes of the train, val and test splits of `n` sequences as stratified_split draws them
+    (scikit-learn: ceil(fraction x n) held out, test first, then val from the rest)."""
+    test = math.ceil(test_fraction * n)
+    val = math.ceil(val_fraction * (n - test))
+    return {"train": n - test - val, "val": val, "test": test}
 
 
 def stratified_split(

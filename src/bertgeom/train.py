@@ -14,12 +14,10 @@ after a kill resumes from the last complete epoch and ends where an uninterrupte
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from bertgeom import io
+from bertgeom import io, resumable
 from bertgeom.handoff import add_remote_tokenizer, make_readable
 from bertgeom.model import autocast, build_model, count_parameters, predict_probs, select_device, trim_batch
 from bertgeom.tokens import TOKENIZER_NAMES, KmerTokenizer
@@ -147,26 +145,30 @@ def save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, sta
         "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
         "weights_sha256": io.sha256_file(weights),
     }
-    io.write_json(ckpt_dir / f"epoch{epoch}.json", meta)
+    resumable.write_json(ckpt_dir / f"epoch{epoch}.json", meta)
     for old in ckpt_dir.glob("epoch*.*"):
         if old.stem != f"epoch{epoch}":
             old.unlink()
 
 
 def load_checkpoint(ckpt_dir: Path, fingerprint: str, model, optimizer, scheduler) -> dict | None:
-    """Restore the latest complete checkpoint made with the same fingerprint; None if there is none."""
+    """Restore the latest intact checkpoint made with the same fingerprint; None if there is none.
+
+    Temporaries of a killed save are removed first; a checkpoint whose JSON or weights fail their
+    checksums is logged, deleted and passed over for the one before it (if any).
+    """
+    io.sweep_temporaries(directories=[ckpt_dir])
     metas = sorted(ckpt_dir.glob("epoch*.json"), key=lambda p: int(p.stem[5:])) if ckpt_dir.is_dir() else []
-    if not metas:
+    for path in reversed(metas):
+        meta = _intact_checkpoint(path)
+        if meta is not None:
+            break
+    else:
         return None
-    meta = json.loads(metas[-1].read_text())
-    weights = metas[-1].with_suffix(".safetensors")
     if meta.get("fingerprint") != fingerprint:
-        log.warning("%s: checkpoint from another configuration or data; starting afresh", metas[-1])
+        log.warning("%s: checkpoint from another configuration or data; starting afresh", path)
         return None
-    if not weights.is_file() or io.sha256_file(weights) != meta["weights_sha256"]:
-        log.warning("%s: checkpoint weights missing or damaged; starting afresh", weights)
-        return None
-    tensors = load_file(str(weights))
+    tensors = load_file(str(path.with_suffix(".safetensors")))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     slots: dict[int, dict] = {}
     for key, value in tensors.items():
@@ -179,7 +181,19 @@ def load_checkpoint(ckpt_dir: Path, fingerprint: str, model, optimizer, schedule
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states)
-    log.info("resuming from %s (epoch %d of the run done)", metas[-1], meta["epoch"])
+    log.info("resuming from %s (epoch %d of the run done)", path, meta["epoch"])
+    return meta
+
+
+def _intact_checkpoint(meta_path: Path) -> dict | None:
+    """A checkpoint's metadata if its JSON and its weights are intact; else None (the checkpoint deleted)."""
+    weights = meta_path.with_suffix(".safetensors")
+    try:
+        meta = resumable.read_json(meta_path)
+        resumable.check_file(weights, meta.get("weights_sha256", ""))
+    except resumable.Damaged as damage:
+        resumable.discard(damage, meta_path, weights)
+        return None
     return meta
 
 
@@ -294,7 +308,7 @@ def fit(
             lr = scheduler.get_last_lr()[0]
             loss, grad_norm = train_step(
                 forward, optimizer, scheduler, ids, mask, labels, train_cfg["grad_clip"], device, bf16,
-                outliers, train_cfg.get("outlier_weight", 0.5),
+                outliers, train_cfg["outlier_weight"],
             )
             step += 1
             pending.append((step, epoch, loss, lr, grad_norm, int(train.n_tokens[batch].sum())))
@@ -388,7 +402,7 @@ def train_seed(
     and reference that `bertgeom predict` applies to new genomes). Writes model.safetensors,
     config.json, the tokenizer files, train_log.csv and training_info.json into out_dir (each
     atomically), then removes `ckpt_dir`. background: a tokens parquet of sequences of no class for
-    outlier exposure (train_cfg outlier_weight, default 0.5); None: none.
+    outlier exposure with weight train_cfg["outlier_weight"]; None: none.
     """
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
     device = select_device(train_cfg["device"], "config train.device")
@@ -455,12 +469,12 @@ def _mean_rate(rows: list[dict]) -> float:
 def save_model_dir(model, tokenizer, out_dir: Path, log_rows: list[dict], info: dict) -> None:
     """Model, tokenizer, train_log.csv and training_info.json, each file renamed into place when complete."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".save-") as tmp:
+    with io.staging_directory(out_dir / MODEL_FILES["model"]) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save(tmp)
         add_remote_tokenizer(tmp)  # AutoTokenizer(dir, trust_remote_code=True) takes raw spike sequences
         make_readable(tmp)  # safetensors writes 0600
-        for path in Path(tmp).iterdir():
+        for path in tmp.iterdir():
             os.replace(path, out_dir / path.name)
     with io.atomic_path(out_dir / "train_log.csv", ".csv") as tmp:
         with open(tmp, "w", newline="") as handle:

@@ -153,7 +153,8 @@ def download(
     """Make genomes.fasta and manifest.tsv for `data["source"]`.
 
     data: {"source", "seed", and the source's settings block: "synthetic" (config data.synthetic)
-    or "ncbi" (config data.ncbi)}; fasta: {class: path} for source fasta; ncbi_run: the NCBI
+    or "ncbi" (config data.ncbi); for source fasta "strip_gaps" (config data.strip_gaps)};
+    fasta: {class: path} for source fasta; ncbi_run: the NCBI
     client's execution settings (timeout_s, max_retries, batch_size).
     """
     source = data["source"]
@@ -165,7 +166,7 @@ def download(
         settings = {**data["ncbi"], **(ncbi_run or {})}
         records = ncbi_genomes(classes, class_definitions(variants, classes), settings, data["seed"], cache_dir)
     elif source == "fasta":
-        records = fasta_genomes(classes, fasta or {})
+        records = fasta_genomes(classes, fasta or {}, data["strip_gaps"])
     else:
         raise ValueError(f"config data.source: unknown source {source!r} (expected synthetic, ncbi or fasta)")
     return write_genomes(records, fasta_out, manifest_out)

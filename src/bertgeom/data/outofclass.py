@@ -12,9 +12,10 @@
   variety on top: genomes that lack the evidence of every class (the training genomes keep at least
   1 - drop_max = 90% of theirs). No out-of-class lineage of variants.yaml is used, so the threshold
   and evaluation lineages stay unseen;
-- calibration genomes: in-class genomes made with HARD_VARIETY (more private, dropped and recurrent
-  mutations than training), from other random streams than the training genomes; and fresh in-class
-  genomes with the training settings (other streams too), which help choose the open-set threshold.
+- calibration genomes: in-class genomes made with the settings of config open_set.calibration (more
+  private, dropped and recurrent mutations than training), from other random streams than the training
+  genomes; and fresh in-class genomes with the training settings (other streams too), which help
+  choose the open-set threshold.
 
 Every generator is deterministic in its seed. Records are (seq_id, sequence, fields) like
 bertgeom.data.download's, with `type` (what kind of out-of-class genome) in the fields.
@@ -27,7 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
-from bertgeom.data.synthetic import HARD_VARIETY, generate_class, homoplasy_pool
+from bertgeom.data.synthetic import generate_class, homoplasy_pool
 from bertgeom.data.variants import SPIKE_END, SPIKE_START, class_definitions, load_variants, read_reference
 
 PathLike = str | os.PathLike
@@ -71,13 +72,14 @@ def out_of_class_genomes(
 
 
 def calibration_genomes(
-    reference: PathLike, variants: PathLike, classes: list[str], settings: dict, seed: int, hard: bool = True
+    reference: PathLike, variants: PathLike, classes: list[str], settings: dict, seed: int, hard: dict | None = None
 ) -> Iterator[tuple[str, str, dict]]:
-    """In-class genomes the model never saw: with HARD_VARIETY (overriding `settings`) for temperature
-    scaling, or with `settings` as they are (hard=False) for choosing the open-set threshold."""
+    """In-class genomes the model never saw (settings: config data.synthetic): with `hard` (config
+    open_set.calibration: per_class and the variety that overrides `settings`) for temperature scaling,
+    or with `settings` as they are (hard=None) for choosing the open-set threshold."""
     sequence = read_reference(reference)
     stream, prefix = (_STREAM["calibration"], "calibration") if hard else (_STREAM["in_class"], "fresh")
-    settings = {**settings, **HARD_VARIETY} if hard else settings
+    settings = {**settings, **hard} if hard else settings
     for label, class_def in enumerate(class_definitions(variants, classes)):
         pool = homoplasy_pool(sequence, load_variants(variants), class_def["name"])
         for genome in generate_class(
@@ -110,9 +112,10 @@ def control_sequences(reference: str | os.PathLike, per_type: int, seed: int) ->
 
 
 def background_genomes(
-    reference: PathLike, variants: PathLike, classes: list[str], settings: dict, seed: int, n: int, keep_max=0.3
+    reference: PathLike, variants: PathLike, classes: list[str], settings: dict, seed: int, n: int, keep_max: float
 ) -> Iterator[tuple[str, str, dict]]:
-    """`n` background genomes (see the module docstring); settings as config data.synthetic."""
+    """`n` background genomes (see the module docstring); settings: config data.synthetic; n, keep_max:
+    config data.background."""
     sequence = read_reference(reference)
     definitions = class_definitions(variants, classes)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), _STREAM["background"]]))

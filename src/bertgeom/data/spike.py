@@ -44,6 +44,14 @@ log = logging.getLogger("bertgeom.data.spike")
 
 REASONS = ("missing_spike", "partial_spike", "too_many_n", "frameshift", "internal_stop", "duplicate")
 STOP_CODONS = frozenset({"TAA", "TAG", "TGA"})
+REFERENCE_LENGTH = SPIKE_END - SPIKE_START + 1  # 3,822 nt, stop codon included
+
+
+def longest_accepted(max_length_change: int) -> int:
+    """The longest spike (nt) the QC passes: at most qc.max_length_change over the reference's, whole
+    codons (a length not a multiple of 3 is a frameshift)."""
+    longest = REFERENCE_LENGTH + int(max_length_change)
+    return longest - longest % 3
 
 
 @dataclass
@@ -124,7 +132,7 @@ class SpikeExtractor:
         length = len(spike)
         n_fraction = 1.0 - sum(spike.count(base) for base in "ACGT") / length
         result = SpikeResult(seq_id, "pass", "", note, spike, strand, n_fraction)
-        change = length - (SPIKE_END - SPIKE_START + 1)
+        change = length - REFERENCE_LENGTH
         if abs(change) > self.max_length_change:
             return _reject(
                 result,

@@ -21,7 +21,7 @@ seeded with (data.seed, label), so a class's genomes do not change when other cl
    start uniform over the genome;
 8. trim Uniform{0..trim_5p_max} nt from the 5' end and Uniform{0..trim_3p_max} from the 3' end.
 Where the spike gene lies in the result is tracked exactly (`spike_start`, `spike_end`).
-Settings missing from `settings` take VARIETY_DEFAULTS.
+Settings: config data.synthetic (every key of SETTINGS; `bertgeom.config.load_config()` gives the defaults).
 """
 
 from __future__ import annotations
@@ -57,18 +57,11 @@ SPECTRA = {
 # IUPAC code of each unordered pair of bases (a mixed site), indexed [ACGT][ACGT].
 _MIXED = np.array([[0, *b"MRW"], [ord("M"), 0, *b"SY"], [*b"RS", 0, ord("K")], [*b"WYK", 0]], dtype=np.uint8)
 
-# Defaults of the settings that config data.synthetic does not (yet) have; README "Data" says why.
-VARIETY_DEFAULTS = {"spectrum": "sars-cov-2", "drop_max": 0.1, "homoplasy_mean": 1.0, "ambiguity_mean": 1.0}
-# Much stronger variety for held-out calibration genomes: hard enough that the default model gets some
-# wrong (about 3% on the default run; with milder settings it got all right, which calibrates nothing).
-HARD_VARIETY = {
-    "spectrum": "sars-cov-2",
-    "drop_max": 0.8,
-    "homoplasy_mean": 10.0,
-    "ambiguity_mean": 6.0,
-    "substitution_rate": 0.004,
-    "n_runs_mean": 1.5,
-}
+# The keys of config data.synthetic that generate_class reads (defaults: config/config.schema.yaml only).
+SETTINGS = (
+    "per_class", "substitution_rate", "n_runs_mean", "n_run_length", "trim_5p_max", "trim_3p_max", "mixture",
+    "spectrum", "drop_max", "homoplasy_mean", "ambiguity_mean",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -240,12 +233,14 @@ def generate_class(
     homoplasies: np.ndarray | None = None,
     prefix: str = "synthetic",
 ) -> Iterator[SyntheticGenome]:
-    """`settings["per_class"]` genomes of one class (settings = config data.synthetic, schema defaults filled;
-    VARIETY_DEFAULTS for keys it lacks). `homoplasies`: homoplasy_pool() of the class (None: none added).
+    """`settings["per_class"]` genomes of one class (settings = config data.synthetic, every key of
+    SETTINGS). `homoplasies`: homoplasy_pool() of the class (None: none added).
 
     Deterministic in (seed, label, settings): the Generator is seeded with SeedSequence([seed, label]).
     """
-    settings = {**VARIETY_DEFAULTS, **settings}
+    missing = [key for key in SETTINGS if key not in settings]
+    if missing:
+        raise ValueError(f"config data.synthetic lacks {missing} (bertgeom.config.load_config() fills the defaults)")
     profiles = class_profiles(reference, class_def, source)
     spectrum = settings["spectrum"]
     if spectrum not in SPECTRA:

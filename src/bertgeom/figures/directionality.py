@@ -41,7 +41,7 @@ def layer_means(table: pd.DataFrame, measure: str, variant: str = OURS) -> pd.Se
 
 def seeds_title(table: pd.DataFrame) -> str:
     n_seeds = int(table["n_seeds"].max())
-    return f"{n_seeds} seed{'s' if n_seeds > 1 else ''}"
+    return f"{n_seeds} seeds, heads matched across seeds" if n_seeds > 1 else "1 seed"
 
 
 def plot_directionality_index(table: pd.DataFrame) -> plt.Figure:
@@ -142,10 +142,3 @@ def make_directionality_spectrum(input, params) -> plt.Figure:
 
 def make_directionality_original(input, params) -> plt.Figure:
     return plot_directionality_original(_table(input, params))
-
-
-FIGURES = {
-    "directionality_index": make_directionality_index,
-    "directionality_spectrum": make_directionality_spectrum,
-    "directionality_original": make_directionality_original,
-}

@@ -3,7 +3,7 @@
 Palettes:
 - classes: Okabe & Ito (2008), the 8 colours distinguishable under the common colour-vision
   deficiencies (black last); beyond 8 classes seaborn's "colorblind" palette, then "husl".
-- categories such as gates: Paul Tol's "muted" scheme (colour-blind safe), grey for "none/mixed".
+- categories such as gates: Paul Tol's "muted" scheme (colour-blind safe), grey for "none".
 - seeds / variants / measures: seaborn "colorblind".
 - continuous: "viridis" (sequential, perceptually uniform), "RdBu_r" (diverging around 0).
 """
@@ -67,7 +67,7 @@ def class_palette(classes: list[str]) -> dict[str, str]:
 
 
 def category_palette(categories: list[str], neutral: str | None = None) -> dict[str, str]:
-    """category -> colour from Paul Tol's muted scheme (up to 9); `neutral` (e.g. "mixed") is grey."""
+    """category -> colour from Paul Tol's muted scheme (up to 9); `neutral` (e.g. "none") is grey."""
     named = [c for c in categories if c != neutral]
     if len(named) > len(TOL_MUTED):
         raise ValueError(f"category_palette: {len(named)} categories, at most {len(TOL_MUTED)} supported")

@@ -157,18 +157,23 @@ def is_degenerate(x: np.ndarray) -> bool:
 def cloud_measures(x: np.ndarray, y: np.ndarray, classes: list[str], options: dict) -> list[tuple]:
     """(class, measure, index, value) rows of one cloud x [m, d] with labels y [m] (index -1: scalar).
 
-    A degenerate cloud (is_degenerate) gets no PCA rows and a NaN IsoScore.
+    A degenerate cloud (is_degenerate) gets no PCA rows, and NaN IsoScore, probe accuracy and
+    silhouettes: they are undefined there (a probe of identical points scores the majority class,
+    scikit-learn's silhouette of identical points is 0), not chance-level or 0.
     """
     degenerate = is_degenerate(x)
     rows: list[tuple] = [(ALL, "n", -1, len(x))]
-    if not degenerate:
+    if degenerate:
+        log.info("degenerate cloud (%d points, all (nearly) equal): PCA, IsoScore, probe and silhouette undefined (NaN)", len(x))
+    else:
         ratios = pca_explained(x, options["pca_components"])
         rows += [(ALL, "pca_explained_variance_ratio", k, v) for k, v in enumerate(ratios)]
-    accuracy, spread, folds = probe_accuracy(x, y, options["probe_folds"])
+    accuracy, spread, folds = (np.nan, np.nan, 0) if degenerate else probe_accuracy(x, y, options["probe_folds"])
     rows += [(ALL, "probe_accuracy", -1, accuracy), (ALL, "probe_accuracy_std", -1, spread)]
     rows += [(ALL, "probe_folds", -1, folds), (ALL, "probe_chance", -1, chance_accuracy(y))]
-    for label, value in silhouette_by_class(x, y).items():
-        rows.append((label if label == ALL else classes[label], "silhouette", -1, value))
+    silhouettes = silhouette_by_class(x, y)
+    for label, value in silhouettes.items():
+        rows.append((label if label == ALL else classes[label], "silhouette", -1, np.nan if degenerate else value))
     means, variances = x.mean(axis=0, dtype=np.float64), x.var(axis=0, dtype=np.float64)
     z = outlier_z(means)
     outliers = np.flatnonzero(np.abs(z) > options["outlier_sigma"])
@@ -188,16 +193,21 @@ def cloud_measures(x: np.ndarray, y: np.ndarray, classes: list[str], options: di
 def embedding_rows(cloud: dict, x: np.ndarray, classes: list[str], options: dict, n_jobs: int) -> pd.DataFrame:
     """2-D coordinates of one cloud: PCA (all points) and t-SNE (tsne_subset of them).
 
-    None for a degenerate cloud or one too small (PCA: 2 points and dimensions, t-SNE: 4 points).
+    A degenerate cloud gets NaN coordinates (undefined: the figures leave a gap); a cloud too small
+    for the method (PCA: 2 points and dimensions, t-SNE: 4 points) gets no rows.
     """
     frames = []
     chosen = tsne_subset(len(x), options["tsne_max_points"])
     usable = not is_degenerate(x)
+    undefined = np.full((len(x), 2), np.nan)
     pcs = PCA(n_components=2, random_state=RANDOM_STATE).fit_transform(x) if usable and min(x.shape) >= 2 else None
     tsne = tsne_2d(x[chosen], options["tsne_perplexity"], n_jobs) if usable and len(chosen) >= 4 else None
     for method, coords, rows in (("pca", pcs, np.arange(len(x))), ("tsne", tsne, chosen)):
-        if coords is None:
-            log.warning("no 2-D %s: %d points, %s", method, len(rows), "too few" if usable else "all (nearly) equal")
+        if coords is None and not usable:
+            log.info("2-D %s of %d points undefined (all (nearly) equal): NaN coordinates", method, len(rows))
+            coords = undefined[rows]
+        elif coords is None:
+            log.warning("no 2-D %s: %d points, too few", method, len(rows))
             continue
         labels = cloud["label"][rows].astype(int)
         frames.append(
