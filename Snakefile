@@ -27,6 +27,15 @@ include: "rules/attention.smk"
 include: "rules/figures.smk"
 
 
+# Before the first job: warn when the projected outputs exceed the free space (bertgeom plan).
+onstart:
+    from bertgeom.plan import workflow_disk_warning
+
+    warning = workflow_disk_warning(config, workflow.basedir, "results")
+    if warning:
+        print(warning, file=sys.stderr)
+
+
 rule all:
     default_target: True
     input:

@@ -1,0 +1,228 @@
+"""Calibration of `bertgeom plan` on this machine: per-stage micro-benchmarks at base shape (12 layers
+x 12 heads, hidden 768, 512 tokens, 427 real), each in a fresh process (its peak RSS is the stage's).
+
+  train        2 optimiser steps (1 timed) of bertgeom.train's step at batch 4, 1 thread (rule train's)
+  forward      the model's forward pass at batch 8 (evaluate), the job's threads
+  dump         bertgeom.activations.dump of --sequences sequences twice: no token-level subset, and all
+               of them in the subset: seconds and bytes per sequence and per subset sequence
+  cone_index, directionality, null_model, attention_patterns
+               the rule's library function on the second dump (null_model and attention_patterns at
+               the fewest nulls the schema allows and at its defaults: cost linear in the nulls)
+
+Writes benchmarks/plan_calibration.json (or --out), which `bertgeom plan` reads.
+
+    nice -n 10 .venv/bin/python benchmarks/calibrate_plan.py [--sequences 8] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_activations import CLASSES, LENGTH, REAL, make_model, make_tokens
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_VOCAB = 28996 + 33289  # bert-base-cased's WordPiece vocabulary + the paper's k-mers
+FEWEST_NULLS = {"row_draws": 10, "permutations": 1}  # the schema's minimums (config/rehearsal.yaml)
+
+
+def _train(tmp: Path, threads: int) -> dict:
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_check import measure
+
+    torch.set_num_threads(1)
+    row = measure("base", 4, LENGTH, steps=1, warmup=1, device=torch.device("cpu"), compile_=False)
+    return {"tokens_per_s": row["tokens_per_s"]}
+
+
+def _forward(tmp: Path, threads: int) -> dict:
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.set_num_threads(threads)
+    model = BertForSequenceClassification.from_pretrained(tmp / "model").eval()
+    ids = torch.randint(5, 4000, (8, LENGTH))
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        model(input_ids=ids[:2], attention_mask=mask[:2])  # warm-up
+        start = time.perf_counter()
+        model(input_ids=ids, attention_mask=mask)
+    return {"sequences_per_s": 8 / (time.perf_counter() - start)}
+
+
+def _dump(tmp: Path, threads: int, subset: int) -> dict:
+    import torch
+
+    from bertgeom import activations
+    from bertgeom.config import load_config
+
+    torch.set_num_threads(threads)
+    out = tmp / f"dump{subset}"
+    settings = {**load_config()["activations"], "splits": ["test"], "subset_per_class": subset, "device": "cpu"}
+    outputs = {name: out / f"{name}.parquet" for name in activations.OUTPUT_FILES}
+    start = time.perf_counter()
+    activations.dump(tmp / "model", {"test": tmp / "tokens.parquet"}, outputs, CLASSES, settings, top_keys=5)
+    return {"seconds": time.perf_counter() - start, "bytes": sum(p.stat().st_size for p in outputs.values())}
+
+
+def _cone_index(tmp: Path, threads: int) -> dict:
+    from bertgeom.stats.cone import write_cone_index
+
+    d = tmp / "dump1"
+    start = time.perf_counter()
+    write_cone_index(d / "summary.parquet", d / "heads.parquet", d / "attention_summary.parquet", d / "tokens.parquet",
+                     tmp / "cone.parquet", CLASSES, 0, 3.0)  # fmt: skip
+    return {"seconds": time.perf_counter() - start}
+
+
+def _directionality(tmp: Path, threads: int) -> dict:
+    from bertgeom.stats.directionality import write_directionality
+
+    d = tmp / "dump1"
+    start = time.perf_counter()
+    write_directionality(str(tmp / "model"), d / "tokens.parquet", d / "attention.parquet", tmp / "dir.parquet", 1e-6, 0)
+    return {"seconds": time.perf_counter() - start}
+
+
+def _patterns(nulls: str) -> dict:
+    from bertgeom.config import load_config
+
+    patterns = load_config()["patterns"]
+    if nulls == "fewest":
+        patterns["nulls"].update(FEWEST_NULLS)
+    return patterns
+
+
+def _null_model(tmp: Path, threads: int, nulls: str) -> dict:
+    import torch
+
+    from bertgeom.stats.null_model import write_null_model
+
+    torch.set_num_threads(threads)
+    outputs = {name: tmp / f"null_{nulls}_{name}.parquet" for name in ("scores", "gates")}
+    start = time.perf_counter()
+    write_null_model(tmp / "model" / "config.json", [tmp / "tokens.parquet"], outputs, _patterns(nulls), subset_per_class=1)
+    return {"seconds": time.perf_counter() - start}
+
+
+def _attention_patterns(tmp: Path, threads: int, nulls: str) -> dict:
+    from bertgeom.data.variants import spike_domains
+    from bertgeom.io import write_parquet
+    from bertgeom.stats.attention import write_attention_patterns
+    from bertgeom.tokens import token_map
+
+    variants = ROOT / "resources" / "variants.yaml"
+    write_parquet(token_map(LENGTH, 12, 9, spike_domains(variants)), tmp / "token_map.parquet")
+    names = ("patterns", "gates", "gate_tests", "row_gates", "k90", "domains")
+    d = tmp / "dump1"
+    start = time.perf_counter()
+    write_attention_patterns(d / "attention_summary.parquet", d / "attention.parquet", d / "class_attention.parquet",
+                             tmp / "token_map.parquet", variants, tmp / f"null_{nulls}_scores.parquet",
+                             {n: tmp / f"{n}_{nulls}.parquet" for n in names}, _patterns(nulls), CLASSES, 0, 8192)  # fmt: skip
+    return {"seconds": time.perf_counter() - start}
+
+
+WORKERS = {
+    "train": _train,
+    "forward": _forward,
+    "dump0": lambda tmp, threads: _dump(tmp, threads, 0),
+    "dump1": lambda tmp, threads: _dump(tmp, threads, 1),
+    "cone_index": _cone_index,
+    "directionality": _directionality,
+    "null_model_fewest": lambda tmp, threads: _null_model(tmp, threads, "fewest"),
+    "null_model_default": lambda tmp, threads: _null_model(tmp, threads, "default"),
+    "attention_patterns_fewest": lambda tmp, threads: _attention_patterns(tmp, threads, "fewest"),
+    "attention_patterns_default": lambda tmp, threads: _attention_patterns(tmp, threads, "default"),
+}
+
+
+def run(name: str, tmp: Path, threads: int) -> dict:
+    """One micro-benchmark in a fresh process: its numbers, CPU seconds and peak RSS."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
+    done = subprocess.run([sys.executable, __file__, "--worker", name, str(tmp), str(threads)], capture_output=True,
+                          text=True, env=env)  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{name:28s} {json.dumps(result)}", flush=True)
+    return result
+
+
+def worker(name: str, tmp: str, threads: str) -> None:
+    cpu = time.process_time()
+    result = WORKERS[name](Path(tmp), int(threads))
+    result["cpu_s"] = time.process_time() - cpu
+    result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(result))
+
+
+def calibration(m: dict, sequences: int) -> dict:
+    """The constants `bertgeom.plan.project` reads, from the micro-benchmarks' results `m`."""
+    from bertgeom.plan import Shape
+
+    shape = Shape(12, 768, 12, 3072, LENGTH)
+    fwd = shape.forward_flops()
+    params = shape.matmul_params() + (PAPER_VOCAB + LENGTH + 2) * shape.hidden
+    per_subset = lambda name: m[name]["seconds"] / sequences  # noqa: E731 (every sequence is in the subset)
+    train_params = shape.matmul_params() + (4000 + LENGTH + 2) * shape.hidden  # the benchmark model's vocabulary
+    return {
+        "train_flops_per_s": m["train"]["tokens_per_s"] / LENGTH * 3 * fwd,
+        "forward_flops_per_s": m["forward"]["sequences_per_s"] * fwd,
+        "params_per_matmul_param": params / shape.matmul_params(),
+        "train_fixed_bytes_per_param": 16.0,  # fp32 weights, gradients and AdamW's two moments
+        "train_bytes_per_sample": max(m["train"]["peak_rss"] - 16.0 * train_params, 0.0) / 4,
+        "checkpoint_bytes_per_param": 12.0,  # resumable checkpoint: weights and AdamW's moments
+        "forward_peak_bytes": m["forward"]["peak_rss"],
+        "dump_s_per_seq": m["dump0"]["seconds"] / sequences,
+        "dump_s_per_subset_seq": max(m["dump1"]["seconds"] - m["dump0"]["seconds"], 0.0) / sequences,
+        "dump_bytes_per_seq": m["dump0"]["bytes"] / sequences,
+        "dump_bytes_per_subset_seq": (m["dump1"]["bytes"] - m["dump0"]["bytes"]) / sequences,
+        "dump_peak_bytes": m["dump1"]["peak_rss"],
+        "cone_index_s_per_subset_seq": per_subset("cone_index"),
+        "cone_index_peak_bytes": m["cone_index"]["peak_rss"],
+        "directionality_s_per_subset_seq": per_subset("directionality"),
+        "directionality_peak_bytes": m["directionality"]["peak_rss"],
+        **{f"{stage}_{nulls}_s_per_subset_seq": per_subset(f"{stage}_{nulls}") for stage in ("null_model", "attention_patterns")
+           for nulls in ("fewest", "default")},  # fmt: skip
+        "null_model_peak_bytes": m["null_model_default"]["peak_rss"],
+        "attention_patterns_peak_bytes": m["attention_patterns_default"]["peak_rss"],
+        "nulls": {"fewest": FEWEST_NULLS, "default": {k: v for k, v in _patterns("default")["nulls"].items() if k in FEWEST_NULLS}},
+        "real_tokens": REAL,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sequences", type=int, default=8, help="sequences of the dump micro-benchmarks (one per class)")
+    parser.add_argument("--threads", type=int, default=2, help="threads of the jobs other than train")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "plan_calibration.json"))
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(*args.worker)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_model(tmp / "model", preset="base")
+        make_tokens(tmp / "tokens.parquet", args.sequences)
+        measured = {name: run(name, tmp, args.threads) for name in WORKERS}
+    result = calibration(measured, args.sequences)
+    result["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.processor() or platform.platform()})"
+    result["measured"] = measured
+    result["command"] = "nice -n 10 .venv/bin/python benchmarks/calibrate_plan.py " + " ".join(sys.argv[1:])
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
