@@ -201,16 +201,19 @@ def calibration(m: dict, sequences: int) -> dict:
     }
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sequences", type=int, default=8, help="sequences of the dump micro-benchmarks (one per class)")
     parser.add_argument("--threads", type=int, default=2, help="threads of the jobs other than train")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "plan_calibration.json"))
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     if args.worker:
-        worker(*args.worker)
-        return
+        return worker(*args.worker)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_model(tmp / "model", preset="base")

@@ -80,29 +80,26 @@ class RowGroups:
 
     def __init__(self, stream: io.ParquetStream, target_bytes: int, pool: ThreadPoolExecutor):
         self.stream, self.target, self.pool = stream, target_bytes, pool
-        self.tables, self.nbytes, self.pending = [], 0, None
+        self.groups: dict = {}  # key -> tables of one row group
+        self.nbytes, self.pending = 0, None
 
-    def add(self, table: pa.Table) -> None:
-        self.tables.append(table)
+    def add(self, table: pa.Table, key=None) -> None:
+        self.groups.setdefault(key, []).append(table)
         self.nbytes += table.nbytes
         if self.nbytes >= self.target:
             self.flush()
 
     def flush(self) -> None:
         self.wait()
-        if self.tables:
-            self.pending = self.pool.submit(_write_group, self.stream, self.tables)
-        self.tables, self.nbytes = [], 0
+        if self.groups:
+            self.pending = self.pool.submit(_write_groups, self.stream, list(self.groups.values()))
+        self.groups, self.nbytes = {}, 0
 
     def wait(self) -> None:
-        """Block until the row group in flight is written; re-raises its error."""
+        """Block until the row groups in flight are written; re-raises their error."""
         if self.pending is not None:
             self.pending, pending = None, self.pending
             pending.result()
-
-
-def _write_group(stream: io.ParquetStream, tables: list[pa.Table]) -> None:
-    stream.write(pa.concat_tables(tables).combine_chunks())
 
 
 class KeyedRowGroups(RowGroups):
@@ -110,27 +107,14 @@ class KeyedRowGroups(RowGroups):
     writes one row group per key, in the order the keys were first seen, so that a reader can fetch
     one key's rows without decoding the others (bertgeom.token_vectors)."""
 
-    def __init__(self, stream: io.ParquetStream, target_bytes: int, pool: ThreadPoolExecutor):
-        super().__init__(stream, target_bytes, pool)
-        self.keyed: dict = {}
-
     def add(self, tables: dict) -> None:
         for key, table in tables.items():
-            self.keyed.setdefault(key, []).append(table)
-            self.nbytes += table.nbytes
-        if self.nbytes >= self.target:
-            self.flush()
-
-    def flush(self) -> None:
-        self.wait()
-        if self.keyed:
-            self.pending = self.pool.submit(_write_groups, self.stream, list(self.keyed.values()))
-        self.keyed, self.nbytes = {}, 0
+            super().add(table, key)
 
 
 def _write_groups(stream: io.ParquetStream, groups: list[list[pa.Table]]) -> None:
     for tables in groups:
-        _write_group(stream, tables)
+        stream.write(pa.concat_tables(tables).combine_chunks())
 
 
 def class_table(class_sum, class_hist: np.ndarray, classes: list[str], schema: pa.Schema) -> pa.Table:
