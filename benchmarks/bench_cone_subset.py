@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_activations import CLASSES, make_model, make_tokens
+from bench_activations import CLASSES, make_model, make_tokens, peak_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = "5242e27"  # main before issue 17: tokens.parquet of float16 vectors, read whole once per layer
@@ -102,7 +101,7 @@ def worker(kind: str, files: dict, out: str) -> None:
     table = cone.cone_table(files["summary"], files["heads"], files["attention_summary"], files["tokens"], CLASSES, seed=0)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - start
     table.to_parquet(out)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     print(json.dumps({"cpu_s": cpu, "wall_s": wall, "peak_rss": peak}))
 
 

@@ -20,14 +20,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_activations import CLASSES, LENGTH, REAL, make_model, make_tokens
+from bench_activations import CLASSES, LENGTH, REAL, make_model, make_tokens, peak_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_VOCAB = 28996 + 33289  # bert-base-cased's WordPiece vocabulary + the paper's k-mers
@@ -162,7 +161,7 @@ def worker(name: str, tmp: str, threads: str) -> None:
     cpu = time.process_time()
     result = WORKERS[name](Path(tmp), int(threads))
     result["cpu_s"] = time.process_time() - cpu
-    result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["peak_rss"] = peak_rss()
     print(json.dumps(result))
 
 

@@ -39,6 +39,8 @@ def test_every_stage_runs_at_base_shape(rehearsal):
     assert config["max_position_embeddings"] == 512
     # the k-mers were appended to the full WordPiece vocabulary, whose ids stayed where they were
     assert config["vocab_size"] > BERT_BASE_CASED_VOCAB + 100
+    steps = pd.read_csv(rehearsal / "results/models/seed0/train_log.csv")
+    assert steps.step.tolist() == [1, 2]  # 5 training sequences in batches of 4 (the paper's)
     tokens = pq.read_table(rehearsal / "results/tokens/test.parquet", columns=["input_ids"])
     assert tokens.schema.field("input_ids").type.list_size == 512
     # the token-level subset: every (layer, stage) in its own row groups, vectors of width 768
