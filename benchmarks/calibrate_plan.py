@@ -131,6 +131,18 @@ def _attention_patterns(tmp: Path, threads: int, nulls: str) -> dict:
     return {"seconds": time.perf_counter() - start}
 
 
+def _startup(tmp: Path, threads: int) -> dict:
+    """What every job pays before its work: the interpreter and the library's imports."""
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import bertgeom.activations  # noqa: F401
+    import bertgeom.stats.attention  # noqa: F401
+    import bertgeom.stats.cone  # noqa: F401
+
+    return {}
+
+
 WORKERS = {
     "train": _train,
     "forward": _forward,
@@ -142,19 +154,34 @@ WORKERS = {
     "null_model_default": lambda tmp, threads: _null_model(tmp, threads, "default"),
     "attention_patterns_fewest": lambda tmp, threads: _attention_patterns(tmp, threads, "fewest"),
     "attention_patterns_default": lambda tmp, threads: _attention_patterns(tmp, threads, "default"),
+    "startup": _startup,
 }
 
 
 def run(name: str, tmp: Path, threads: int) -> dict:
     """One micro-benchmark in a fresh process: its numbers, CPU seconds and peak RSS."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, "--worker", name, str(tmp), str(threads)], capture_output=True,
                           text=True, env=env)  # fmt: skip
     if done.returncode:
         raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["process_wall_s"] = time.perf_counter() - start
     print(f"{name:28s} {json.dumps(result)}", flush=True)
     return result
+
+
+def resume(partial: Path, tmp: Path, threads: int) -> dict:
+    """Every micro-benchmark, each result kept in `partial` as it comes: a rerun after a failure
+    repeats only those not done (their inputs are remade: the model, the tokens and the dumps)."""
+    measured = json.loads(partial.read_text()) if partial.exists() else {}
+    for name in WORKERS:
+        if name not in measured or name.startswith("dump1"):  # dump1 is the later stages' input
+            measured[name] = run(name, tmp, threads)
+            partial.write_text(json.dumps(measured))
+    partial.unlink()
+    return measured
 
 
 def worker(name: str, tmp: str, threads: str) -> None:
@@ -173,13 +200,12 @@ def calibration(m: dict, sequences: int) -> dict:
     fwd = shape.forward_flops()
     params = shape.matmul_params() + (PAPER_VOCAB + LENGTH + 2) * shape.hidden
     per_subset = lambda name: m[name]["seconds"] / sequences  # noqa: E731 (every sequence is in the subset)
-    train_params = shape.matmul_params() + (4000 + LENGTH + 2) * shape.hidden  # the benchmark model's vocabulary
     return {
         "train_flops_per_s": m["train"]["tokens_per_s"] / LENGTH * 3 * fwd,
         "forward_flops_per_s": m["forward"]["sequences_per_s"] * fwd,
         "params_per_matmul_param": params / shape.matmul_params(),
         "train_fixed_bytes_per_param": 16.0,  # fp32 weights, gradients and AdamW's two moments
-        "train_bytes_per_sample": max(m["train"]["peak_rss"] - 16.0 * train_params, 0.0) / 4,
+        "train_bytes_per_sample": max(m["train"]["peak_rss"] - 16.0 * params, 0.0) / 4,  # gpu_check.measure: the paper's vocabulary
         "checkpoint_bytes_per_param": 12.0,  # resumable checkpoint: weights and AdamW's moments
         "forward_peak_bytes": m["forward"]["peak_rss"],
         "dump_s_per_seq": m["dump0"]["seconds"] / sequences,
@@ -197,6 +223,7 @@ def calibration(m: dict, sequences: int) -> dict:
         "attention_patterns_peak_bytes": m["attention_patterns_default"]["peak_rss"],
         "nulls": {"fewest": FEWEST_NULLS, "default": {k: v for k, v in _patterns("default")["nulls"].items() if k in FEWEST_NULLS}},
         "real_tokens": REAL,
+        "job_startup_s": m["startup"]["process_wall_s"],
     }
 
 
@@ -205,6 +232,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--sequences", type=int, default=8, help="sequences of the dump micro-benchmarks (one per class)")
     parser.add_argument("--threads", type=int, default=2, help="threads of the jobs other than train")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "plan_calibration.json"))
+    parser.add_argument("--recompute", action="store_true", help="only recompute the constants from --out's measured block")
+    parser.add_argument("--only", nargs="+", choices=sorted(WORKERS), help="with --recompute: first rerun these micro-benchmarks")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -213,15 +242,21 @@ def main() -> None:
     args = arguments()
     if args.worker:
         return worker(*args.worker)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        make_model(tmp / "model", preset="base")
-        make_tokens(tmp / "tokens.parquet", args.sequences)
-        measured = {name: run(name, tmp, args.threads) for name in WORKERS}
-    result = calibration(measured, args.sequences)
-    result["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.processor() or platform.platform()})"
-    result["measured"] = measured
-    result["command"] = "nice -n 10 .venv/bin/python benchmarks/calibrate_plan.py " + " ".join(sys.argv[1:])
+    if args.recompute:
+        previous = json.loads(Path(args.out).read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            previous["measured"].update({name: run(name, Path(tmp), args.threads) for name in args.only or ()})
+        result = {**previous, **calibration(previous["measured"], args.sequences)}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            make_model(tmp / "model", preset="base")
+            make_tokens(tmp / "tokens.parquet", args.sequences)
+            measured = resume(Path(args.out + ".partial"), tmp, args.threads)
+        result = calibration(measured, args.sequences)
+        result["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.processor() or platform.platform()})"
+        result["measured"] = measured
+        result["command"] = "nice -n 10 .venv/bin/python benchmarks/calibrate_plan.py " + " ".join(sys.argv[1:])
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
 

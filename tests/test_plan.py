@@ -20,6 +20,7 @@ CAL = {
     "null_model_fewest_s_per_subset_seq": 1.0, "null_model_default_s_per_subset_seq": 20.0,
     "attention_patterns_fewest_s_per_subset_seq": 2.0, "attention_patterns_default_s_per_subset_seq": 40.0,
     "null_model_peak_bytes": 1e9, "attention_patterns_peak_bytes": 1e9,
+    "job_startup_s": 0.0,
     "nulls": {"fewest": {"row_draws": 10, "permutations": 1}, "default": {"row_draws": 100, "permutations": 20}},
 }  # fmt: skip
 
@@ -39,6 +40,11 @@ def test_paper_workload():
     assert work.splits["test"] == 9920 and work.dumped == work.splits["test"]  # ceil(0.2 x 49,600)
     assert (work.shape.layers, work.shape.hidden, work.shape.length) == (12, 768, 512)
     assert work.subset == 8 * 2 and work.seeds == 1 and work.epochs == 2
+    # open set: the training and validation splits, then fresh and calibration genomes per class and
+    # 30 per `threshold` lineage (7 in resources/variants.yaml); the test split, 30 per `evaluation`
+    # lineage (8), 30 shuffled spikes, 30 random sequences and the reference
+    assert work.open_fit == work.splits["train"] + work.splits["val"] + 8 * (30 + 100) + 30 * 7
+    assert work.open_eval == work.splits["test"] + 30 * 8 + 2 * 30 + 1
 
 
 def test_projection_arithmetic():
@@ -48,10 +54,13 @@ def test_projection_arithmetic():
     assert stages["train"].flops == pytest.approx(3 * (3 * fwd * 100 + fwd * 10))
     assert stages["train"].cpu_s == pytest.approx(stages["train"].flops / 1e11)
     assert stages["train"].gpu_s == pytest.approx(stages["train"].flops / 5e14)
+    assert stages["evaluate"].cpu_s == pytest.approx(20 * fwd / 1e11)  # one thread: the training rate
     assert stages["dump_activations"].cpu_s == pytest.approx(20 * 3.0 + 4 * 5.0)
     assert stages["dump_activations"].disk == pytest.approx(20 * 1e6 + 4 * 6e7)
     assert stages["attention_patterns"].cpu_s == pytest.approx(4 * 40.0)  # default nulls
     assert stages["train"].runs == 2 and stages["null_model"].runs == 1
+    late = {s.name: s for s in plan.project(work, {**CAL, "job_startup_s": 7.0}, 1000.0, 0.5)}
+    assert all(late[name].cpu_s == pytest.approx(stages[name].cpu_s + 7.0) for name in stages)
     # outlier exposure adds half a batch of background genomes to every training step
     more = {s.name: s for s in plan.project(plan.Workload(**{**vars(work), "outlier": True}), CAL, 1000.0, 0.5)}
     assert more["train"].flops == pytest.approx(3 * (3 * fwd * 150 + fwd * 10))
@@ -76,7 +85,7 @@ def test_cli_prints_every_stage_and_warns(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(plan, "free_bytes", lambda path: 1)
     assert main(["plan", "--configfile", str(ROOT / "config/paper.yaml"), "--calibration", str(calibration), "--gpu", "H200"]) == 0
     out = capsys.readouterr().out
-    for stage in ("train", "evaluate", "dump_activations", "null_model", "attention_patterns", "cone_index", "directionality"):
+    for stage in ("train", "evaluate", "open_set_fit", "open_set", "dump_activations", "null_model", "attention_patterns", "cone_index", "directionality"):
         assert any(line.startswith(stage) for line in out.splitlines())
     assert "H200" in out and "assumed MFU of 40%" in out and "warning: the projected outputs" in out
 

@@ -17,8 +17,10 @@ The costs come from a calibration file measured on this machine by micro-benchma
   measured by running the stage's library function. These run on the CPU also on a GPU machine
   (except the dump's forward pass), so their GPU-machine time is the CPU time.
 
-Stages not listed (data, tokens, figures, aggregation, open set) take seconds to a few minutes at
-paper scale and are not projected. Disk is the stage's outputs (the model's checkpoint directory,
+Every job also pays a measured start-up (interpreter and imports). evaluate, open_set_fit and
+open_set are forward passes on one thread (their rules' threads), at the training step's measured
+FLOP/s (one thread too). Stages not listed (data, tokens, genome sets, figures, aggregation) are not
+projected. Disk is the stage's outputs (the model's checkpoint directory,
 removed after training, counted at its peak).
 """
 
@@ -35,7 +37,6 @@ CALIBRATION = ROOT / "benchmarks" / "plan_calibration.json"
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched on the device name.
 PEAK_TFLOPS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
 KNOWN_HUB = {"bert-base-cased": "base", "bert-base-uncased": "base", "google-bert/bert-base-cased": "base"}
-STAGE_THREADS = {"train": 1}  # rules/train.smk: training runs on one thread; the others on the job's cores
 
 
 @dataclass
@@ -104,6 +105,8 @@ class Workload:
     subset: int  # token-level subset sequences per seed
     outlier: bool  # outlier exposure: each step also sees batch / 2 background genomes
     permutations: int  # patterns.nulls.permutations (the nulls' cost is interpolated in it)
+    open_fit: int = 0  # sequences through the model in open_set_fit (train + val + fit genome sets)
+    open_eval: int = 0  # and in open_set (test + evaluation genome set)
 
 
 def workload(config: dict, basedir: Path) -> Workload:
@@ -115,8 +118,24 @@ def workload(config: dict, basedir: Path) -> Workload:
     n_classes = len(config["classes"])
     dumped = sum(splits[s] for s in act["splits"])
     subset = sum(min(act["subset_per_class"] * n_classes, splits[s]) for s in act["splits"])
+    fit, evaluation = open_set_sizes(config, basedir)
     return Workload(model_shape(config, basedir), splits, len(train["seeds"]), train["epochs"], train["batch_size"],
-                    dumped, subset, train["outlier_weight"] > 0, config["patterns"]["nulls"]["permutations"])  # fmt: skip
+                    dumped, subset, train["outlier_weight"] > 0, config["patterns"]["nulls"]["permutations"],
+                    splits["train"] + splits["val"] + fit, splits["test"] + evaluation)  # fmt: skip
+
+
+def open_set_sizes(config: dict, basedir: Path) -> tuple[int, int]:
+    """Genomes made for open_set_fit (fresh in-class, calibration, `threshold` lineages) and for
+    open_set (`evaluation` lineages and the variants.yaml classes left out, the reference, shuffled
+    spikes and random sequences), before QC."""
+    from bertgeom.data.variants import load_variants
+
+    variants = load_variants(resolve_path(config["data"]["variants"], basedir))
+    uses = [entry.get("use") for entry in variants.get("out_of_class", {}).get("lineages", [])]
+    left_out = sum(1 for entry in variants["classes"] if entry["name"] not in config["classes"])
+    o, n_classes = config["open_set"], len(config["classes"])
+    fit = n_classes * (o["fresh_per_class"] + o["calibration"]["per_class"]) + o["per_lineage"] * uses.count("threshold")
+    return fit, o["per_lineage"] * (uses.count("evaluation") + left_out) + 2 * o["controls"] + 1
 
 
 @dataclass
@@ -135,6 +154,7 @@ def project(work: Workload, cal: dict, peak_tflops: float, mfu: float) -> list[S
     fwd = work.shape.forward_flops()
     params = work.shape.matmul_params() * cal["params_per_matmul_param"]
     gpu = peak_tflops * 1e12 * mfu
+    single = cal["train_flops_per_s"]  # one thread (rules evaluate, open_set_fit, open_set: threads 1), as train
     trained = work.splits["train"] * (1.5 if work.outlier else 1.0)
     train_flops = work.epochs * (3 * fwd * trained + fwd * work.splits["val"])
     # the training step's activation memory grows with the batch, the weights and AdamW's state do not
@@ -147,14 +167,21 @@ def project(work: Workload, cal: dict, peak_tflops: float, mfu: float) -> list[S
     stages = [
         Stage("train", work.seeds, train_flops, train_flops / cal["train_flops_per_s"], train_flops / gpu,
               (4 + cal["checkpoint_bytes_per_param"]) * params, train_mem),
-        Stage("evaluate", work.seeds, fwd * work.splits["test"], fwd * work.splits["test"] / cal["forward_flops_per_s"],
+        Stage("evaluate", work.seeds, fwd * work.splits["test"], fwd * work.splits["test"] / single,
               fwd * work.splits["test"] / gpu, 0.0, cal["forward_peak_bytes"]),
+        Stage("open_set_fit", work.seeds, fwd * work.open_fit, fwd * work.open_fit / single, fwd * work.open_fit / gpu, 0.0,
+              cal["forward_peak_bytes"]),
+        Stage("open_set", work.seeds, fwd * work.open_eval, fwd * work.open_eval / single, fwd * work.open_eval / gpu, 0.0,
+              cal["forward_peak_bytes"]),
         Stage("dump_activations", work.seeds, fwd * work.dumped, dump_cpu, fwd * work.dumped / gpu + max(dump_host, 0.0),
               work.dumped * cal["dump_bytes_per_seq"] + work.subset * cal["dump_bytes_per_subset_seq"], cal["dump_peak_bytes"]),
         Stage("null_model", 1, 0.0, per_subset["null_model"], per_subset["null_model"], 0.0, cal["null_model_peak_bytes"]),
     ]  # fmt: skip
     for name in ("attention_patterns", "cone_index", "directionality"):
         stages.append(Stage(name, work.seeds, 0.0, per_subset[name], per_subset[name], 0.0, cal[f"{name}_peak_bytes"]))
+    for stage in stages:  # every job starts an interpreter and imports the library first
+        stage.cpu_s += cal["job_startup_s"]
+        stage.gpu_s += cal["job_startup_s"]
     return stages
 
 
