@@ -98,3 +98,14 @@ def test_cli_bad_input(tmp_path, capsys):
     config.write_text("model: {init: pretrained, pretrained: some/unknown-model}\n")
     assert main(["plan", "--configfile", str(config), "--calibration", str(tmp_path / "none.json")]) == 1
     assert "model.pretrained 'some/unknown-model'" in capsys.readouterr().err
+
+
+def test_workflow_start_warns_when_the_disk_is_short(tmp_path, monkeypatch):
+    """The Snakefile's onstart calls this with the run's config: silent when the outputs fit."""
+    calibration = tmp_path / "cal.json"
+    calibration.write_text(json.dumps(CAL))
+    monkeypatch.setattr(plan, "CALIBRATION", calibration)
+    config = load_config(ROOT / "config/tiny.yaml")
+    assert plan.workflow_disk_warning(config, ROOT, tmp_path / "results") is None
+    monkeypatch.setattr(plan, "free_bytes", lambda path: 1)
+    assert plan.workflow_disk_warning(config, ROOT, tmp_path / "results").startswith("warning: the projected outputs")
