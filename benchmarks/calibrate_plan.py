@@ -158,8 +158,12 @@ WORKERS = {
 }
 
 
+MULTI_THREADED = ("forward", "dump0", "dump1")  # the others run on one thread, as their rules' jobs do
+
+
 def run(name: str, tmp: Path, threads: int) -> dict:
     """One micro-benchmark in a fresh process: its numbers, CPU seconds and peak RSS."""
+    threads = threads if name in MULTI_THREADED else 1
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, "--worker", name, str(tmp), str(threads)], capture_output=True,
@@ -192,14 +196,29 @@ def worker(name: str, tmp: str, threads: str) -> None:
     print(json.dumps(result))
 
 
-def calibration(m: dict, sequences: int) -> dict:
-    """The constants `bertgeom.plan.project` reads, from the micro-benchmarks' results `m`."""
+def fixed_costs(m: dict, sequences: int, small: dict, few: int) -> dict:
+    """Seconds per job that do not grow with the subset (model building, weight analysis, reading
+    the per-sequence files), from the same stage at `sequences` and at `few` subset sequences (the
+    nulls' stages at their fewest nulls: the fixed part does not depend on them)."""
+    fixed = {}
+    for stage, name in (("cone_index", "cone_index"), ("directionality", "directionality"),
+                        ("null_model", "null_model_fewest"), ("attention_patterns", "attention_patterns_fewest")):  # fmt: skip
+        big, little = m[name]["seconds"], small[name]["seconds"]
+        fixed[stage] = max((little * sequences - big * few) / (sequences - few), 0.0)
+    return fixed
+
+
+def calibration(m: dict, sequences: int, small: dict | None = None, few: int = 2) -> dict:
+    """The constants `bertgeom.plan.project` reads, from the micro-benchmarks' results `m` (and
+    `small`: those of a run at `few` sequences, for the fixed costs per job)."""
     from bertgeom.plan import Shape
 
     shape = Shape(12, 768, 12, 3072, LENGTH)
     fwd = shape.forward_flops()
     params = shape.matmul_params() + (PAPER_VOCAB + LENGTH + 2) * shape.hidden
-    per_subset = lambda name: m[name]["seconds"] / sequences  # noqa: E731 (every sequence is in the subset)
+    wall_per_cpu = m["dump1"]["seconds"] / m["dump1"]["cpu_s"]
+    fixed = fixed_costs(m, sequences, small, few) if small else {}
+    per_subset = lambda name: (m[name]["seconds"] - fixed.get(name.removesuffix("_fewest").removesuffix("_default"), 0.0)) / sequences  # noqa: E731
     return {
         "train_flops_per_s": m["train"]["tokens_per_s"] / LENGTH * 3 * fwd,
         "forward_flops_per_s": m["forward"]["sequences_per_s"] * fwd,
@@ -208,8 +227,10 @@ def calibration(m: dict, sequences: int) -> dict:
         "train_bytes_per_sample": max(m["train"]["peak_rss"] - 16.0 * params, 0.0) / 4,  # gpu_check.measure: the paper's vocabulary
         "checkpoint_bytes_per_param": 12.0,  # resumable checkpoint: weights and AdamW's moments
         "forward_peak_bytes": m["forward"]["peak_rss"],
-        "dump_s_per_seq": m["dump0"]["seconds"] / sequences,
-        "dump_s_per_subset_seq": max(m["dump1"]["seconds"] - m["dump0"]["seconds"], 0.0) / sequences,
+        # split by CPU seconds (the two dumps ran minutes apart on a shared machine: their walls are
+        # not comparable), in wall seconds at dump1's wall / CPU
+        "dump_s_per_seq": m["dump0"]["cpu_s"] / sequences * wall_per_cpu,
+        "dump_s_per_subset_seq": max(m["dump1"]["cpu_s"] - m["dump0"]["cpu_s"], 0.0) / sequences * wall_per_cpu,
         "dump_bytes_per_seq": m["dump0"]["bytes"] / sequences,
         "dump_bytes_per_subset_seq": (m["dump1"]["bytes"] - m["dump0"]["bytes"]) / sequences,
         "dump_peak_bytes": m["dump1"]["peak_rss"],
@@ -224,15 +245,18 @@ def calibration(m: dict, sequences: int) -> dict:
         "nulls": {"fewest": FEWEST_NULLS, "default": {k: v for k, v in _patterns("default")["nulls"].items() if k in FEWEST_NULLS}},
         "real_tokens": REAL,
         "job_startup_s": m["startup"]["process_wall_s"],
+        **{f"{stage}_fixed_s": seconds for stage, seconds in fixed.items()},
     }
 
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sequences", type=int, default=8, help="sequences of the dump micro-benchmarks (one per class)")
-    parser.add_argument("--threads", type=int, default=2, help="threads of the jobs other than train")
+    parser.add_argument("--threads", type=int, default=2, help="threads of the forward pass and the dump (rule dump_activations)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "plan_calibration.json"))
     parser.add_argument("--recompute", action="store_true", help="only recompute the constants from --out's measured block")
+    parser.add_argument("--small", help="with --recompute: the JSON of a run at --few sequences (fixed costs per job)")
+    parser.add_argument("--few", type=int, default=2, help="the --small run's sequences")
     parser.add_argument("--only", nargs="+", choices=sorted(WORKERS), help="with --recompute: first rerun these micro-benchmarks")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -246,7 +270,9 @@ def main() -> None:
         previous = json.loads(Path(args.out).read_text())
         with tempfile.TemporaryDirectory() as tmp:
             previous["measured"].update({name: run(name, Path(tmp), args.threads) for name in args.only or ()})
-        result = {**previous, **calibration(previous["measured"], args.sequences)}
+        small = json.loads(Path(args.small).read_text())["measured"] if args.small else None
+        result = {**previous, **calibration(previous["measured"], args.sequences, small, args.few)}
+        result["command"] += f" && ... --sequences {args.few} --out SMALL && ... --recompute --small SMALL" if small else ""
     else:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)

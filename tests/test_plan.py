@@ -20,7 +20,8 @@ CAL = {
     "null_model_fewest_s_per_subset_seq": 1.0, "null_model_default_s_per_subset_seq": 20.0,
     "attention_patterns_fewest_s_per_subset_seq": 2.0, "attention_patterns_default_s_per_subset_seq": 40.0,
     "null_model_peak_bytes": 1e9, "attention_patterns_peak_bytes": 1e9,
-    "job_startup_s": 0.0,
+    "job_startup_s": 0.0, "cone_index_fixed_s": 0.0, "directionality_fixed_s": 0.0, "null_model_fixed_s": 0.0,
+    "attention_patterns_fixed_s": 0.0,
     "nulls": {"fewest": {"row_draws": 10, "permutations": 1}, "default": {"row_draws": 100, "permutations": 20}},
 }  # fmt: skip
 

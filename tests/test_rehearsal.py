@@ -55,13 +55,14 @@ def test_every_stage_runs_at_base_shape(rehearsal):
     assert figures, "no figure was drawn"
 
 
-def test_plan_projects_the_rehearsal_stages(rehearsal):
-    """`bertgeom plan` on the rehearsal config names every stage it projects and reads the run's
-    measured seconds beside them (the ratios themselves are machine-dependent: docs/benchmarks.md)."""
+def test_plan_projects_the_rehearsal_stages(rehearsal, monkeypatch):
+    """`bertgeom plan` on the rehearsal config, from the run's directory, names every stage it
+    projects and reads the run's measured seconds beside them (the ratios themselves are
+    machine-dependent: docs/benchmarks.md)."""
     from bertgeom.plan import plan
 
-    text, disk = plan(str(REHEARSAL), results=str(rehearsal / "results"), measured=str(rehearsal / "results/benchmarks"),
-                      basedir=rehearsal)  # fmt: skip
+    monkeypatch.chdir(rehearsal)
+    text, disk = plan(str(REHEARSAL), measured="results/benchmarks")
     for stage in ("train", "dump_activations", "cone_index", "attention_patterns", "null_model", "directionality"):
         line = next(line for line in text.splitlines() if line.startswith(stage))
         assert len(line.split()) >= 9, f"no measured time beside the projection: {line}"
@@ -74,6 +75,6 @@ def _model_disk(workdir) -> float:
     from bertgeom.config import load_config
     from bertgeom.plan import CALIBRATION, project, workload
 
-    work = workload(load_config(REHEARSAL), workdir)
+    work = workload(load_config(REHEARSAL), ROOT)
     stages = project(work, json.loads(CALIBRATION.read_text()), 989.4, 0.4)
     return sum(st.disk * st.runs for st in stages if st.name != "dump_activations")

@@ -12,8 +12,8 @@ The costs come from a calibration file measured on this machine by micro-benchma
 - model FLOPs (forward per sequence of max_length tokens; training = 3 x forward), divided by the
   measured CPU FLOP/s of a forward pass and of a training step, or by a named GPU's dense bf16 peak
   times an assumed MFU (`--mfu`; stated in the output, never measured here);
-- seconds, bytes and peak memory per dumped sequence and per token-level subset sequence of the
-  stages whose cost is not model FLOPs (dump, cone_index, attention_patterns, directionality, null_model),
+- seconds (per job, and per token-level subset sequence), bytes and peak memory of the stages
+  whose cost is not model FLOPs (dump, cone_index, attention_patterns, directionality, null_model),
   measured by running the stage's library function. These run on the CPU also on a GPU machine
   (except the dump's forward pass), so their GPU-machine time is the CPU time.
 
@@ -164,6 +164,8 @@ def project(work: Workload, cal: dict, peak_tflops: float, mfu: float) -> list[S
     per_subset = {name: cal[f"{name}_s_per_subset_seq"] * work.subset for name in ("cone_index", "directionality")}
     for name in ("null_model", "attention_patterns"):
         per_subset[name] = nulls_cost(cal, name, work.permutations) * work.subset
+    for name in per_subset:  # what a job costs whatever the subset (model, weights, per-sequence files)
+        per_subset[name] += cal[f"{name}_fixed_s"]
     stages = [
         Stage("train", work.seeds, train_flops, train_flops / cal["train_flops_per_s"], train_flops / gpu,
               (4 + cal["checkpoint_bytes_per_param"]) * params, train_mem),
@@ -260,15 +262,15 @@ def report(stages: list[Stage], work: Workload, gpu: str, mfu: float, measured: 
 
 
 def plan(configfile: str, gpu: str = "H100", mfu: float = 0.4, results: str = "results", calibration: str | Path = CALIBRATION,
-         measured: str | None = None, basedir: str | Path | None = None) -> tuple[str, float]:  # fmt: skip
-    """(the printed table, projected disk in bytes) of a config file; its relative paths are read
-    from `basedir` (default: the working directory), as the workflow reads them."""
+         measured: str | None = None) -> tuple[str, float]:  # fmt: skip
+    """(the printed table, projected disk in bytes) of a config file; its relative paths are looked
+    up in the working directory, then in this checkout, as the workflow looks them up."""
     from bertgeom.config import check_config, load_config
 
     if gpu not in PEAK_TFLOPS:
         raise ValueError(f"--gpu {gpu!r}: expected one of {sorted(PEAK_TFLOPS)}")
     config = load_config(configfile)
-    basedir = Path(basedir or Path.cwd())
+    basedir = ROOT
     check_config(config, basedir)
     work = workload(config, basedir)
     cal = json.loads(Path(calibration).read_text())
