@@ -71,7 +71,8 @@ def _dump(tmp: Path, threads: int, subset: int) -> dict:
     outputs = {name: out / f"{name}.parquet" for name in activations.OUTPUT_FILES}
     start = time.perf_counter()
     activations.dump(tmp / "model", {"test": tmp / "tokens.parquet"}, outputs, CLASSES, settings, top_keys=5)
-    return {"seconds": time.perf_counter() - start, "bytes": sum(p.stat().st_size for p in outputs.values())}
+    sizes = {name: p.stat().st_size for name, p in outputs.items()}
+    return {"seconds": time.perf_counter() - start, "bytes": sum(sizes.values()), "file_bytes": sizes}
 
 
 def _cone_index(tmp: Path, threads: int) -> dict:
@@ -231,7 +232,8 @@ def calibration(m: dict, sequences: int, small: dict | None = None, few: int = 2
         # not comparable), in wall seconds at dump1's wall / CPU
         "dump_s_per_seq": m["dump0"]["cpu_s"] / sequences * wall_per_cpu,
         "dump_s_per_subset_seq": max(m["dump1"]["cpu_s"] - m["dump0"]["cpu_s"], 0.0) / sequences * wall_per_cpu,
-        "dump_bytes_per_seq": m["dump0"]["bytes"] / sequences,
+        # class_attention.parquet is per class, not per sequence (bertgeom.plan counts it per class)
+        "dump_bytes_per_seq": (m["dump0"]["bytes"] - m["dump0"]["file_bytes"]["class_attention"]) / sequences,
         "dump_bytes_per_subset_seq": (m["dump1"]["bytes"] - m["dump0"]["bytes"]) / sequences,
         "dump_peak_bytes": m["dump1"]["peak_rss"],
         "cone_index_s_per_subset_seq": per_subset("cone_index"),
@@ -269,6 +271,8 @@ def main() -> None:
     if args.recompute:
         previous = json.loads(Path(args.out).read_text())
         with tempfile.TemporaryDirectory() as tmp:
+            make_model(Path(tmp) / "model", preset="base")
+            make_tokens(Path(tmp) / "tokens.parquet", args.sequences)
             previous["measured"].update({name: run(name, Path(tmp), args.threads) for name in args.only or ()})
         small = json.loads(Path(args.small).read_text())["measured"] if args.small else None
         result = {**previous, **calibration(previous["measured"], args.sequences, small, args.few)}

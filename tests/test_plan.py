@@ -20,7 +20,7 @@ CAL = {
     "null_model_fewest_s_per_subset_seq": 1.0, "null_model_default_s_per_subset_seq": 20.0,
     "attention_patterns_fewest_s_per_subset_seq": 2.0, "attention_patterns_default_s_per_subset_seq": 40.0,
     "null_model_peak_bytes": 1e9, "attention_patterns_peak_bytes": 1e9,
-    "job_startup_s": 0.0, "cone_index_fixed_s": 0.0, "directionality_fixed_s": 0.0, "null_model_fixed_s": 0.0,
+    "real_tokens": 427, "job_startup_s": 0.0, "cone_index_fixed_s": 0.0, "directionality_fixed_s": 0.0, "null_model_fixed_s": 0.0,
     "attention_patterns_fixed_s": 0.0,
     "nulls": {"fewest": {"row_draws": 10, "permutations": 1}, "default": {"row_draws": 100, "permutations": 20}},
 }  # fmt: skip
@@ -49,7 +49,7 @@ def test_paper_workload():
 
 
 def test_projection_arithmetic():
-    work = plan.Workload(plan.Shape(12, 768, 12, 3072, 512), {"train": 100, "val": 10, "test": 20}, 2, 3, 4, 20, 4, False, 20)
+    work = plan.Workload(plan.Shape(12, 768, 12, 3072, 512), {"train": 100, "val": 10, "test": 20}, 2, 3, 4, 20, 4, False, 20, 8)
     stages = {s.name: s for s in plan.project(work, CAL, 1000.0, 0.5)}
     fwd = work.shape.forward_flops()
     assert stages["train"].flops == pytest.approx(3 * (3 * fwd * 100 + fwd * 10))
@@ -57,7 +57,8 @@ def test_projection_arithmetic():
     assert stages["train"].gpu_s == pytest.approx(stages["train"].flops / 5e14)
     assert stages["evaluate"].cpu_s == pytest.approx(20 * fwd / 1e11)  # one thread: the training rate
     assert stages["dump_activations"].cpu_s == pytest.approx(20 * 3.0 + 4 * 5.0)
-    assert stages["dump_activations"].disk == pytest.approx(20 * 1e6 + 4 * 6e7)
+    # class_attention: a float32 matrix of the real tokens per (class, layer, head)
+    assert stages["dump_activations"].disk == pytest.approx(20 * 1e6 + 4 * 6e7 + 8 * 144 * 427**2 * 4)
     assert stages["attention_patterns"].cpu_s == pytest.approx(4 * 40.0)  # default nulls
     assert stages["train"].runs == 2 and stages["null_model"].runs == 1
     late = {s.name: s for s in plan.project(work, {**CAL, "job_startup_s": 7.0}, 1000.0, 0.5)}

@@ -105,6 +105,7 @@ class Workload:
     subset: int  # token-level subset sequences per seed
     outlier: bool  # outlier exposure: each step also sees batch / 2 background genomes
     permutations: int  # patterns.nulls.permutations (the nulls' cost is interpolated in it)
+    classes: int = 1
     open_fit: int = 0  # sequences through the model in open_set_fit (train + val + fit genome sets)
     open_eval: int = 0  # and in open_set (test + evaluation genome set)
 
@@ -120,7 +121,7 @@ def workload(config: dict, basedir: Path) -> Workload:
     subset = sum(min(act["subset_per_class"] * n_classes, splits[s]) for s in act["splits"])
     fit, evaluation = open_set_sizes(config, basedir)
     return Workload(model_shape(config, basedir), splits, len(train["seeds"]), train["epochs"], train["batch_size"],
-                    dumped, subset, train["outlier_weight"] > 0, config["patterns"]["nulls"]["permutations"],
+                    dumped, subset, train["outlier_weight"] > 0, config["patterns"]["nulls"]["permutations"], n_classes,
                     splits["train"] + splits["val"] + fit, splits["test"] + evaluation)  # fmt: skip
 
 
@@ -160,7 +161,11 @@ def project(work: Workload, cal: dict, peak_tflops: float, mfu: float) -> list[S
     # the training step's activation memory grows with the batch, the weights and AdamW's state do not
     train_mem = cal["train_fixed_bytes_per_param"] * params + cal["train_bytes_per_sample"] * work.batch
     dump_cpu = work.dumped * cal["dump_s_per_seq"] + work.subset * cal["dump_s_per_subset_seq"]
-    dump_host = dump_cpu - work.dumped * fwd / cal["forward_flops_per_s"]  # what is not the forward pass
+    # on a GPU the per-sequence reductions run on the device beside the forward pass (scaled as it),
+    # the subset's float16 encoding and Parquet writes stay on the host
+    dump_gpu = work.dumped * cal["dump_s_per_seq"] * cal["forward_flops_per_s"] / gpu + work.subset * cal["dump_s_per_subset_seq"]
+    shape = work.shape  # class_attention.parquet: a float32 [real, real] matrix per (class, layer, head), at most
+    class_attention = work.classes * shape.layers * shape.heads * cal["real_tokens"] ** 2 * 4
     per_subset = {name: cal[f"{name}_s_per_subset_seq"] * work.subset for name in ("cone_index", "directionality")}
     for name in ("null_model", "attention_patterns"):
         per_subset[name] = nulls_cost(cal, name, work.permutations) * work.subset
@@ -175,8 +180,9 @@ def project(work: Workload, cal: dict, peak_tflops: float, mfu: float) -> list[S
               cal["forward_peak_bytes"]),
         Stage("open_set", work.seeds, fwd * work.open_eval, fwd * work.open_eval / single, fwd * work.open_eval / gpu, 0.0,
               cal["forward_peak_bytes"]),
-        Stage("dump_activations", work.seeds, fwd * work.dumped, dump_cpu, fwd * work.dumped / gpu + max(dump_host, 0.0),
-              work.dumped * cal["dump_bytes_per_seq"] + work.subset * cal["dump_bytes_per_subset_seq"], cal["dump_peak_bytes"]),
+        Stage("dump_activations", work.seeds, fwd * work.dumped, dump_cpu, dump_gpu,
+              work.dumped * cal["dump_bytes_per_seq"] + work.subset * cal["dump_bytes_per_subset_seq"] + class_attention,
+              cal["dump_peak_bytes"]),
         Stage("null_model", 1, 0.0, per_subset["null_model"], per_subset["null_model"], 0.0, cal["null_model_peak_bytes"]),
     ]  # fmt: skip
     for name in ("attention_patterns", "cone_index", "directionality"):
