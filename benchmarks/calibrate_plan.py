@@ -276,7 +276,8 @@ def main() -> None:
             previous["measured"].update({name: run(name, Path(tmp), args.threads) for name in args.only or ()})
         small = json.loads(Path(args.small).read_text())["measured"] if args.small else None
         result = {**previous, **calibration(previous["measured"], args.sequences, small, args.few)}
-        result["command"] += f" && ... --sequences {args.few} --out SMALL && ... --recompute --small SMALL" if small else ""
+        first = previous["command"].split(" && ")[0]
+        result["command"] = first + (f" && ... --sequences {args.few} --out SMALL && ... --recompute --small SMALL" if small else "")
     else:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
