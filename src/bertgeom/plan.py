@@ -292,7 +292,7 @@ def workflow_disk_warning(config: dict, basedir: str | Path, results: str | Path
     try:
         cal = json.loads(CALIBRATION.read_text())
         stages = project(workload(config, Path(basedir)), cal, PEAK_TFLOPS["H100"], 0.4)
-    except (OSError, ValueError, KeyError) as err:
-        return f"bertgeom plan: no disk projection ({err})"
+    except Exception as err:  # a warning must never stop the run it warns about
+        return f"bertgeom plan: no disk projection ({type(err).__name__}: {err})"
     return disk_warning(sum(st.disk * st.runs for st in stages), Path(results))
 
