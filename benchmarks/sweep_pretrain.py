@@ -42,8 +42,10 @@ from bertgeom.train import Split, configure_torch, fit, load_split
 
 # Exploration at 600 steps (learning rate, batch, mask rate, window), then the sweep proper around
 # the candidate default M30 (small, windows of 64 tokens, batch 16, 30% single-token masking).
-X600 = dict(window=64, batch_size=16, mask_rate=0.15, span=1, lr=1e-3, steps=600)
-M30 = dict(window=64, batch_size=16, mask_rate=0.3, span=1, lr=1e-3, steps=2000, warmup_ratio=0.05)
+# LINEAR: warm-up over 5% of the steps, then linear decay to 0 (decay_ratio 0.95).
+LINEAR = dict(warmup_ratio=0.05, decay_ratio=0.95)
+X600 = dict(window=64, batch_size=16, mask_rate=0.15, span=1, lr=1e-3, steps=600, **LINEAR)
+M30 = dict(window=64, batch_size=16, mask_rate=0.3, span=1, lr=1e-3, steps=2000, **LINEAR)
 SETTINGS: dict[str, tuple[str, dict]] = {
     "x-lr1e-3": ("small", X600),
     "x-lr3e-3": ("small", {**X600, "lr": 3e-3}),
@@ -63,7 +65,11 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     "m30-4000": ("small", {**M30, "steps": 4000}),
     "tiny-m30-2000": ("tiny", M30),
     "tiny-m30-8000": ("tiny", {**M30, "steps": 8000}),
+    # warm-up 5%, constant lr, linear decay over the last 20% (the library's default schedule)
+    "wsd-2000": ("small", {**M30, "decay_ratio": 0.2}),
+    "wsd-1500": ("small", {**M30, "decay_ratio": 0.2, "steps": 1500}),
 }
+ONE_TOKEN = ["mass_prev", "mass_next"]  # the previous / next token alone (window 1)
 SHOWN = ["open", "backward_contextual", "forward_contextual", "instance", "closed", "directional", "cluster"]
 
 
@@ -99,7 +105,8 @@ def head_table(encoder, split: Split, pat: dict) -> pd.DataFrame:
                     pat["singular_values"],
                     pat["rank_tol"],
                 )
-                rows.append({"layer": layer, "head": head, **gate_scores(metrics, pat["top_keys"])})
+                scores = gate_scores(metrics, pat["top_keys"])
+                rows.append({"layer": layer, "head": head, **scores, **{k: metrics[k] for k in ONE_TOKEN}})
     return pd.DataFrame(rows).groupby(["layer", "head"], as_index=False).mean()
 
 
@@ -123,6 +130,10 @@ def effect_summary(table: pd.DataFrame, uniform: dict) -> dict:
         summary[f"{gate}_max_x"] = effect.max()
         summary[f"{gate}_heads_3x"] = int((effect >= 3).sum())
     summary["cluster_max"] = table["cluster"].max()
+    # one-sided heads: a contextual effect >= 3 with at least twice the mass on one side than the other
+    back, fwd = table["backward_contextual"], table["forward_contextual"]
+    local = np.maximum(back, fwd) / uniform["backward_contextual"] >= 3
+    summary["one_sided_heads"] = int((local & ((back >= 2 * fwd) | (fwd >= 2 * back))).sum())
     return summary
 
 
@@ -177,9 +188,13 @@ def sweep(args) -> None:
     for name in args.only:
         began = time.perf_counter()
         record = run_setting(name, args.tokens, args.out, args.seed, args.threads)
-        encoder = BertForMaskedLM.from_pretrained(args.out / name, attn_implementation="eager").bert
-        table = head_table(encoder, split, pat)
-        table.to_csv(args.out / name / "heads.csv", index=False)
+        heads = args.out / name / f"heads-{args.per_class}.csv"
+        if heads.is_file() and heads.stat().st_mtime > (args.out / name / "model.safetensors").stat().st_mtime:
+            table = pd.read_csv(heads)  # measured before on the same model and sequences
+        else:
+            encoder = BertForMaskedLM.from_pretrained(args.out / name, attn_implementation="eager").bert
+            table = head_table(encoder, split, pat)
+            table.to_csv(heads, index=False)
         print_heads(name, table, uniform)
         rows.append({**record, **effect_summary(table, uniform)})
         print(f"({name}: {time.perf_counter() - began:.0f} s wall with measurement)")
