@@ -11,10 +11,16 @@ configfile: "config/config.yaml"
 report: "report/workflow.rst"
 
 
+# A seed is a number everywhere ("seed{seed}" must not match e.g. "seed0_old").
+wildcard_constraints:
+    seed=r"\d+",
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/tokens.smk"
 include: "rules/train.smk"
+include: "rules/openset.smk"
 include: "rules/activations.smk"
 include: "rules/stats.smk"
 include: "rules/attention.smk"

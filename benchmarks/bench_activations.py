@@ -80,6 +80,7 @@ def make_tokens(path: Path, count: int) -> None:
 
 def worker_ours(model_dir: Path, tokens: Path, out: Path, subset: int, token_stages: list[str]) -> dict:
     from bertgeom import activations
+    from bertgeom.config import load_config
 
     config = {
         "classes": CLASSES,
@@ -89,7 +90,8 @@ def worker_ours(model_dir: Path, tokens: Path, out: Path, subset: int, token_sta
         },
     }  # fmt: skip
     outputs = {name: out / f"{name}.parquet" for name in activations.OUTPUT_FILES}
-    result = activations.dump(model_dir, {"test": tokens}, outputs, config)
+    top_keys = load_config()["patterns"]["top_keys"]  # the schema default
+    result = activations.dump(model_dir, {"test": tokens}, outputs, config["classes"], config["activations"], top_keys)
     return {"sequences": result["sequences"], "seconds": result["seconds"], "bytes": sum(p.stat().st_size for p in outputs.values())}
 
 
@@ -180,7 +182,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from bertgeom.activations import STAGES
+    from bertgeom.hooks import STAGES
 
     n = options.sequences
     with tempfile.TemporaryDirectory() as tmp:

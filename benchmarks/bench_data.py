@@ -46,13 +46,14 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config()  # the default data settings
     config["data"]["synthetic"]["per_class"] = args.per_class
+    data = {"source": "synthetic", "seed": config["data"]["seed"], "synthetic": config["data"]["synthetic"]}
     total = len(CLASSES) * args.per_class
     with tempfile.TemporaryDirectory() as tmp:
         genomes, manifest = Path(tmp) / "genomes.fasta", Path(tmp) / "manifest.tsv"
         t_gen, _ = _timed(
             "generate + write FASTA/manifest",
             total,
-            lambda: download(config, genomes, manifest, REFERENCE, ROOT / "resources/variants.yaml"),
+            lambda: download(genomes, manifest, REFERENCE, ROOT / "resources/variants.yaml", CLASSES, data),
         )
         t_one, (_, qc) = _timed(
             "extract + QC, 1 process",

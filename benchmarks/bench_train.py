@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
-from bertgeom.model import build_model, trim_batch
-from bertgeom.train import Split, configure_torch, fit, select_device
+from bertgeom.model import build_model, select_device, trim_batch
+from bertgeom.train import Split, configure_torch, fit
 
 CLASSES = ["GH", "Lambda", "Mu", "Alpha", "Beta", "Delta", "Gamma", "Omicron"]
 

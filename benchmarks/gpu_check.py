@@ -25,8 +25,8 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from bertgeom.io import package_versions, write_json
-from bertgeom.model import PRESETS, build_model, trim_batch
-from bertgeom.train import configure_torch, make_optimizer, select_device, train_step
+from bertgeom.model import PRESETS, build_model, select_device, trim_batch
+from bertgeom.train import configure_torch, make_optimizer, train_step
 
 PAPER_VOCAB = 28996 + 33289
 PAPER_SEQUENCES = 36360 * 2  # training split x epochs

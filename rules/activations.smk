@@ -1,4 +1,4 @@
-# Stage: activations. Library: src/bertgeom/activations.py; schemas: docs/outputs.md.
+# Stage: activations. Library: src/bertgeom/activations/ with hooks.py and measures.py; schemas: docs/outputs.md.
 
 
 rule dump_activations:
@@ -16,10 +16,13 @@ rule dump_activations:
         "logs/dump_activations/seed{seed}.log",
     benchmark:
         "results/benchmarks/dump_activations/seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     threads: 4
+    params:
+        classes=CLASSES,
+        activations=SETTINGS.block("activations"),
+        top_keys=SETTINGS.get("patterns.top_keys"),
+        activations_run=SETTINGS.execution("activations"),
     script:
         "../scripts/dump_activations.py"

@@ -3,32 +3,57 @@
 # and directionality". Across-seed means come from rule aggregate_seeds (rules/stats.smk).
 
 
+rule null_model:
+    """An untrained model of the trained models' architecture (weights from patterns.nulls.seed)
+    on the subset sequences: its per-matrix gate scores (the closed gate's null) and its own gate
+    labels (the baseline of matching heads across seeds)."""
+    input:
+        model_config=model_files(SEEDS[0])["config"],
+        tokens=activation_token_files(),
+    output:
+        scores="results/stats/null_model/scores.parquet",
+        gates="results/stats/null_model/gates.parquet",
+    log:
+        "logs/null_model/null_model.log",
+    benchmark:
+        "results/benchmarks/null_model/null_model.tsv"
+    conda:
+        "../envs/bertgeom.yaml"
+    params:
+        patterns=NULL_MODEL_PATTERNS,
+        subset_per_class=SETTINGS.get("activations.subset_per_class"),
+    script:
+        "../scripts/null_model.py"
+
+
 rule attention_patterns:
-    """Per seed: per-head attention metrics and gate scores, a gate label per head, K90 samples
-    for the violin plots, and the share of attention per spike domain with a z-test."""
+    """Per seed: per-head attention metrics and gate scores, a null-calibrated gate label per head
+    and per query row, K90 samples for the violin plots, and the share of attention per spike
+    domain with t-tests."""
     input:
         summary="results/activations/seed{seed}/attention_summary.parquet",
         attention="results/activations/seed{seed}/attention.parquet",
         class_attention="results/activations/seed{seed}/class_attention.parquet",
         token_map="results/tokens/token_map.parquet",
         variants=resolve(config["data"]["variants"]),
+        null_scores="results/stats/null_model/scores.parquet",
     output:
         patterns="results/stats/seed{seed}/attention_patterns.parquet",
         gates="results/stats/seed{seed}/gates.parquet",
+        gate_tests="results/stats/seed{seed}/gate_tests.parquet",
+        row_gates="results/stats/seed{seed}/row_gates.parquet",
         k90="results/stats/seed{seed}/k90.parquet",
         domains="results/stats/seed{seed}/domain_attention.parquet",
     log:
         "logs/attention_patterns/seed{seed}.log",
     benchmark:
         "results/benchmarks/attention_patterns/seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     params:
-        patterns=config["patterns"],
-        classes=config["classes"],
-        batch_rows=config["stats"]["batch_rows"],
+        patterns=SETTINGS.block("patterns", exclude=("eig_tol",)),
+        classes=CLASSES,
+        stats_run=SETTINGS.execution("stats"),
     script:
         "../scripts/attention_patterns.py"
 
@@ -48,21 +73,39 @@ rule directionality:
         "logs/directionality/seed{seed}.log",
     benchmark:
         "results/benchmarks/directionality/seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     params:
-        eig_tol=config["patterns"]["eig_tol"],
+        eig_tol=SETTINGS.get("patterns.eig_tol"),
     script:
         "../scripts/directionality.py"
 
 
-rule gate_agreement:
-    """Across seeds: agreement of the gate labels, at the same (layer, head) and after matching
-    a layer's heads, against chance; the share of each gate per layer."""
+rule match_heads:
+    """Across seeds: per layer, every seed's heads matched one to one to the first seed's
+    (Hungarian assignment on the gate-score vectors); the across-seed tables use it."""
     input:
         seed_files("results/stats/seed{seed}/gates.parquet"),
+    output:
+        "results/stats/all_seeds/head_matching.parquet",
+    log:
+        "logs/match_heads/match_heads.log",
+    conda:
+        "../envs/bertgeom.yaml"
+    params:
+        reference_seed=SEEDS[0],
+    script:
+        "../scripts/match_heads.py"
+
+
+rule gate_agreement:
+    """Across seeds: agreement of the gate labels at the same (layer, head), after matching heads,
+    and of each seed with the untrained null model (what matching alone gives); the modal label
+    of each matched head; the share of each label per layer."""
+    input:
+        gates=seed_files("results/stats/seed{seed}/gates.parquet"),
+        matching="results/stats/all_seeds/head_matching.parquet",
+        untrained="results/stats/null_model/gates.parquet",
     output:
         "results/stats/all_seeds/gate_agreement.parquet",
     log:
@@ -73,5 +116,6 @@ rule gate_agreement:
         "../scripts/gate_agreement.py"
 
 
-# results/stats/all_seeds/{name}.parquet of rule aggregate_seeds would match gate_agreement too.
+# results/stats/all_seeds/{name}.parquet of rule aggregate_seeds would match these too.
 ruleorder: gate_agreement > aggregate_seeds
+ruleorder: match_heads > aggregate_seeds

@@ -1,30 +1,74 @@
-# Helpers shared by all rule files (config validation, paths, seeds, input functions).
+# Helpers shared by all rule files (config validation, config -> params, paths, seeds, input
+# functions).
 import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
 validate(config, schema="../config/config.schema.yaml")
 
-# Jobs import the library from this checkout, also inside conda environments (--sdm conda).
+# Jobs import the library from this checkout, also inside conda environments (--sdm conda); so does
+# this file (bertgeom.config).
+SRC = str(Path(workflow.basedir) / "src")
 os.environ.update(
-    PYTHONPATH=os.pathsep.join(
-        filter(
-            None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")]
-        )
-    )
+    PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 )
+sys.path.insert(0, SRC)
+from bertgeom.config import Settings, check_config, resolve_path
+from bertgeom.figures.registry import FIGURE_IDS, FIGURES, rule_inputs
 
+# What the schema cannot express (constraints between keys, files the config names): before any job.
+check_config(config, workflow.basedir)
+
+# --- config -> params ----------------------------------------------------------------------------
+# Every setting a job uses reaches it through `params:`, canonical (sorted keys, schema-typed numbers:
+# re-ordering a config reruns nothing), so that editing a key reruns exactly the rules using it.
+# Execution-only keys (x-execution-only in the schema) travel in SETTINGS.execution(block), which
+# Snakemake does not compare: editing them reruns nothing. See bertgeom.config.
+SETTINGS = Settings(config)
 SEEDS = config["train"]["seeds"]
-CLASSES = config["classes"]
+CLASSES = SETTINGS.get("classes")
+
+
+def data_params():
+    """What the download uses of the data block: the source, and only that source's settings."""
+    source = config["data"]["source"]
+    if source == "fasta":  # the files themselves are inputs (download_inputs)
+        return {"source": source, "strip_gaps": SETTINGS.get("data.strip_gaps")}
+    return {
+        "source": source,
+        "seed": SETTINGS.get("data.seed"),
+        source: SETTINGS.block(f"data.{source}"),
+    }
+
+
+def model_params():
+    """What training and tokenization use of the model block: the init, and its source."""
+    init = config["model"]["init"]
+    source = "pretrained" if init == "pretrained" else "preset"
+    return {"init": init, source: SETTINGS.get(f"model.{source}")}
+
+
+def figure_params(figure):
+    """Params of a figure's rule (fig_<id>), from its registry entry; its id, the settings
+    every figure uses, and the config keys the entry names (figures.example_seed: the seed
+    example_seed() gives)."""
+    return {
+        "figure": figure.id,
+        "dpi": SETTINGS.get("figures.dpi"),
+        "context": SETTINGS.get("figures.context"),
+        "source": SETTINGS.get("data.source"),
+        **{
+            name: example_seed() if key == "figures.example_seed" else SETTINGS.get(key)
+            for name, key in figure.params.items()
+        },
+    }
 
 
 def resolve(path):
     """A config path: as given if it exists from the working directory, else from the workflow's."""
-    path = Path(path)
-    if path.is_absolute() or path.exists():
-        return str(path)
-    return str(Path(workflow.basedir) / path)
+    return str(resolve_path(path, workflow.basedir))
 
 
 def final_outputs():
@@ -39,6 +83,7 @@ def final_outputs():
     outputs += attention_outputs()
     outputs += figure_files()
     outputs += train_outputs()
+    outputs += open_set_outputs()
     return outputs
 
 
@@ -80,6 +125,42 @@ def train_outputs():
     )
 
 
+# --- open set (rules/openset.smk) -----------------------------------------------------------------
+OPEN_SET_FILES = {"open_set": "open_set.json", "tensors": "open_set.safetensors"}
+OPEN_SET_FIT_SETS = ["threshold", "fresh", "calibration"]
+
+
+def synthetic_variety():
+    """config data.synthetic without per_class: how the background and open-set genomes vary (their
+    numbers come from data.background and open_set)."""
+    return SETTINGS.block("data.synthetic", exclude=("per_class",))
+
+
+def extractor_qc():
+    """The qc settings the spike extractor uses (drop_duplicates is a data-set rule, not a check)."""
+    return SETTINGS.block("qc", exclude=("drop_duplicates",))
+
+
+def background_input(wildcards):
+    """Input of train: the background genomes when train.outlier_weight > 0, else nothing."""
+    if config["train"]["outlier_weight"] > 0:
+        return "results/tokens/background.parquet"
+    return []
+
+
+def open_set_outputs():
+    """Per seed the open-set files and the model card in the model directory, the evaluation tables."""
+    per_seed = [
+        f"results/models/seed{{seed}}/{name}" for name in OPEN_SET_FILES.values()
+    ]
+    per_seed += ["results/models/seed{seed}/README.md"]
+    per_seed += expand(
+        "results/open_set/seed{{seed}}/{name}",
+        name=["scores.parquet", "summary.tsv", "calibration.json"],
+    )
+    return [f for pattern in per_seed for f in seed_files(pattern)]
+
+
 # --- data (rules/data.smk) ----------------------------------------------------------------------
 def data_fasta_files():
     """data.source fasta: {class: resolved path} of config data.fasta; otherwise {}."""
@@ -99,6 +180,15 @@ def download_inputs(wildcards):
 
 
 # --- tokens (rules/tokens.smk) ------------------------------------------------------------------
+def pretrained_source():
+    """model.init pretrained: model.pretrained as a local directory (resolved) when it is one, else
+    as given (a hub id); otherwise None."""
+    if config["model"]["init"] != "pretrained":
+        return None
+    path = resolve(config["model"]["pretrained"])
+    return path if Path(path).exists() else SETTINGS.get("model.pretrained")
+
+
 def tokens_base_vocab(wildcards):
     """model.init pretrained with a local model.pretrained directory: that directory (an input,
     so a new base vocabulary reruns the tokenization); otherwise nothing (scratch, or a hub id).
@@ -116,15 +206,10 @@ def seed_files(pattern):
 
 
 def example_seed():
-    """The seed whose model the single-model figures show (figures.example_seed, else the first seed)."""
-    seed = config["figures"].get("example_seed")
-    if seed is None:
-        return SEEDS[0]
-    if seed not in SEEDS:
-        raise ValueError(
-            f"config figures.example_seed: {seed} is not one of train.seeds {SEEDS}"
-        )
-    return seed
+    """The seed whose model the single-model figures show (figures.example_seed, else the first seed;
+    check_config has made sure it is one of train.seeds)."""
+    seed = config["figures"]["example_seed"]
+    return SEEDS[0] if seed is None else seed
 
 
 def figure_code(module):
@@ -134,29 +219,16 @@ def figure_code(module):
     return [str(base / "theme.py"), str(base / f"{module}.py")]
 
 
-# Figure ids drawn by rules/figures.smk (rule fig_<id> -> results/figures/<id>.png and .pdf);
-# the catalogue is docs/figures.md.
-FIGURE_IDS = [
-    "data_qc",
-    "kmer_occurrences",
-    "training_curves",
-    "confusion_matrix",
-    "per_class_f1",
-    "cone_stream",
-    "cone_heads",
-    "pca_pareto",
-    "embedding_pca",
-    "embedding_tsne",
-    "probe_silhouette",
-    "gate_grid",
-    "k90_violins",
-    "attention_gallery",
-    "attention_entropy",
-    "domain_attention",
-    "directionality_index",
-    "directionality_spectrum",
-    "directionality_original",
-]
+def figure_inputs(figure):
+    """Input of a figure's rule (fig_<id>), from its registry entry; the entry's patterns filled
+    in, and the drawing code (figure_code)."""
+    inputs = rule_inputs(
+        figure,
+        seeds=SEEDS,
+        example_seed=example_seed(),
+        config_file=lambda key: resolve(SETTINGS.get(key)),
+    )
+    return {**inputs, "code": figure_code(figure.module)}
 
 
 def figure_files():
@@ -165,6 +237,8 @@ def figure_files():
     return figures + [
         "results/figures/metrics_table.html",
         "results/figures/metrics_table.tsv",
+        "results/figures/open_set_table.html",
+        "results/figures/open_set_table.tsv",
     ]
 
 
@@ -202,16 +276,24 @@ STATS_TABLES = [
     "cone_index",
     "distribution",
     "attention_patterns",
+    "row_gates",
     "domain_attention",
     "directionality",
 ]
 
 
+# Tables without per-head rows: aggregated as they are (the others over matched heads).
+HEADLESS_TABLES = ["distribution"]
+
+
 def stats_seed_tables(wildcards):
-    """Input of aggregate_seeds: results/stats/seed{seed}/{name}.parquet for every seed."""
-    return expand(
+    """Input of aggregate_seeds: results/stats/seed{seed}/{name}.parquet for every seed, and the
+    head matching across seeds for tables with per-head rows."""
+    tables = expand(
         "results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=wildcards.name
     )
+    matching = [] if wildcards.name in HEADLESS_TABLES else [HEAD_MATCHING]
+    return {"tables": tables, "matching": matching}
 
 
 def stats_outputs():
@@ -224,12 +306,27 @@ def stats_outputs():
 
 
 # --- attention patterns and directionality (rules/attention.smk) ---------------------------------
+HEAD_MATCHING = "results/stats/all_seeds/head_matching.parquet"
+# What rule null_model uses of the patterns block (not the per-matrix metrics' singular_values,
+# rank_tol, the domains' fdr or the weights' eig_tol).
+NULL_MODEL_PATTERNS = SETTINGS.block(
+    "patterns", exclude=("eig_tol", "fdr", "singular_values", "rank_tol")
+)
+
+
 def attention_outputs():
-    """The attention tables not aggregated by aggregate_seeds (labels, K90 samples, agreement)."""
+    """The attention tables not aggregated by aggregate_seeds (labels, tests, K90 samples,
+    agreement) and the null model's."""
     per_seed = expand(
-        "results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=["gates", "k90"]
+        "results/stats/seed{seed}/{name}.parquet",
+        seed=SEEDS,
+        name=["gates", "gate_tests", "k90"],
     )
-    return per_seed + ["results/stats/all_seeds/gate_agreement.parquet"]
+    null_model = expand(
+        "results/stats/null_model/{name}.parquet", name=["scores", "gates"]
+    )
+    across = ["results/stats/all_seeds/gate_agreement.parquet", HEAD_MATCHING]
+    return per_seed + null_model + across
 
 
 # --- cluster execution (profiles/slurm) ----------------------------------------------------------
@@ -239,8 +336,11 @@ def attention_outputs():
 LOCAL_RULES = [
     "download",
     "aggregate_seeds",
+    "match_heads",
     "gate_agreement",
     "metrics_table",
+    "open_set_table",
+    "model_card",
     *(f"fig_{figure_id}" for figure_id in FIGURE_IDS),
 ]
 workflow.localrules(*LOCAL_RULES)

@@ -16,10 +16,11 @@ rule download:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        data=config["data"],
-        classes=config["classes"],
-        fasta=data_fasta_files(),
+        classes=CLASSES,
+        data=data_params(),
+        fasta=dict(sorted(data_fasta_files().items())),
         cache_dir="results/data/ncbi_cache",
+        ncbi_run=SETTINGS.execution("data.ncbi"),
     script:
         "../scripts/download.py"
 
@@ -40,7 +41,7 @@ rule extract_spike:
         "../envs/bertgeom.yaml"
     threads: 4
     params:
-        qc=config["qc"],
-        classes=config["classes"],
+        qc=SETTINGS.block("qc"),
+        classes=CLASSES,
     script:
         "../scripts/extract_spike.py"

@@ -17,10 +17,12 @@ rule cone_index:
         "logs/cone_index/seed{seed}.log",
     benchmark:
         "results/benchmarks/cone_index/seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
+    params:
+        classes=CLASSES,
+        outlier_sigma=SETTINGS.get("stats.outlier_sigma"),
+        stats_run=SETTINGS.execution("stats"),
     script:
         "../scripts/cone_index.py"
 
@@ -40,11 +42,23 @@ rule distribution:
         "logs/distribution/seed{seed}.log",
     benchmark:
         "results/benchmarks/distribution/seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     threads: 1
+    params:
+        classes=CLASSES,
+        stats={
+            key: SETTINGS.get(f"stats.{key}")
+            for key in (
+                "distribution_stages",
+                "outlier_sigma",
+                "pca_components",
+                "probe_folds",
+                "tsne_max_points",
+                "tsne_perplexity",
+            )
+        },
+        stats_run=SETTINGS.execution("stats"),
     script:
         "../scripts/distribution.py"
 
@@ -52,7 +66,7 @@ rule distribution:
 rule aggregate_seeds:
     """Any per-seed stats table (STATS_TABLES): mean and t interval at stats.ci across seeds."""
     input:
-        stats_seed_tables,
+        unpack(stats_seed_tables),
     output:
         "results/stats/all_seeds/{name}.parquet",
     log:
@@ -61,5 +75,7 @@ rule aggregate_seeds:
         name=r"[A-Za-z0-9_]+",
     conda:
         "../envs/bertgeom.yaml"
+    params:
+        ci=SETTINGS.get("stats.ci"),
     script:
         "../scripts/aggregate_seeds.py"

@@ -23,9 +23,8 @@ rule split_and_tokenize:
     conda:
         "../envs/bertgeom.yaml"
     params:
-        tokens=config["tokens"],
-        classes=config["classes"],
-        init=config["model"]["init"],
-        pretrained=config["model"]["pretrained"],
+        tokens=SETTINGS.block("tokens"),
+        classes=CLASSES,
+        base_vocab=pretrained_source(),
     script:
         "../scripts/split_and_tokenize.py"

@@ -14,19 +14,24 @@ rule train:
         tokenizer_config="results/tokens/tokenizer_config.json",
         special_tokens_map="results/tokens/special_tokens_map.json",
         pretrained=pretrained_model_input,
+        background=background_input,
     output:
         **model_files("{seed}"),
     log:
         "logs/train/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/seed{seed}.tsv"
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     threads: 1
     params:
         checkpoints="results/checkpoints/seed{seed}",
+        classes=CLASSES,
+        model=model_params(),
+        train=SETTINGS.block("train", exclude=("seeds",)),
+        train_run=SETTINGS.execution("train"),
+        qc=SETTINGS.block("qc"),
+        reference=SETTINGS.get("data.reference"),
     script:
         "../scripts/train.py"
 
@@ -42,10 +47,11 @@ rule evaluate:
         metrics="results/eval/seed{seed}/metrics.json",
     log:
         "logs/evaluate/seed{seed}.log",
-    wildcard_constraints:
-        seed=r"\d+",
     conda:
         "../envs/bertgeom.yaml"
     threads: 1
+    params:
+        classes=CLASSES,
+        train_run=SETTINGS.execution("train"),
     script:
         "../scripts/evaluate.py"

@@ -1,7 +1,14 @@
-"""Snakemake entry point of rule aggregate_seeds (library: bertgeom.stats.aggregate)."""
+"""Rule aggregate_seeds: one per-seed stats table -> mean and t interval across seeds."""
 
 from bertgeom.io import job_log
-from bertgeom.stats.aggregate import run
+from bertgeom.stats.aggregate import write_aggregate
 
-with job_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    run(snakemake)  # noqa: F821
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(smk.log[0], outputs=smk.output):
+    write_aggregate(
+        paths=list(smk.input.tables),
+        out=smk.output[0],
+        name=smk.wildcards.name,
+        ci=smk.params.ci,
+        matching=smk.input.matching[0] if smk.input.matching else None,
+    )

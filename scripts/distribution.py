@@ -1,7 +1,16 @@
-"""Snakemake entry point of rule distribution (library: bertgeom.stats.distribution)."""
+"""Rule distribution: PCA, probe, silhouette and 2-D embeddings of the [CLS] and mean vectors of one seed."""
 
 from bertgeom.io import job_log
-from bertgeom.stats.distribution import run
+from bertgeom.stats.distribution import write_distribution
 
-with job_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    run(snakemake)  # noqa: F821
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(smk.log[0], outputs=smk.output):
+    write_distribution(
+        summary=smk.input.summary,
+        distribution_out=smk.output.distribution,
+        embedding_out=smk.output.embedding,
+        classes=smk.params.classes,
+        seed=int(smk.wildcards.seed),
+        options={**smk.params.stats, **vars(smk.params.stats_run)},
+        threads=smk.threads,
+    )

@@ -1,7 +1,13 @@
-"""Snakemake entry point of rule gate_agreement (rules/attention.smk)."""
+"""Rule gate_agreement: agreement of the gate labels across seeds and against the untrained model."""
 
 from bertgeom.io import job_log
-from bertgeom.stats.attention import run_agreement
+from bertgeom.stats.matching import write_gate_agreement
 
-with job_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    run_agreement(snakemake)  # noqa: F821
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(smk.log[0], outputs=smk.output):
+    write_gate_agreement(
+        paths=list(smk.input.gates),
+        matching=smk.input.matching,
+        untrained=smk.input.untrained,
+        out=smk.output[0],
+    )

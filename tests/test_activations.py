@@ -1,4 +1,5 @@
-"""bertgeom.activations: exact per-head tensors, PAD-free statistics, Parquet round trip, DuckDB.
+"""bertgeom.activations and bertgeom.hooks: exact per-head tensors, PAD-free statistics, Parquet
+round trip, DuckDB (the measures themselves: tests/test_measures.py).
 
 A tiny BertForSequenceClassification (hidden 32, 2 layers, 2 heads, max_length 64) is trained for
 a few steps on synthetic token sequences whose class shows in the tokens, saved with
@@ -21,7 +22,10 @@ from snakemake.utils import validate
 
 from bertgeom import activations as act
 from bertgeom import io
-from bertgeom.model import load_model
+from bertgeom.activations import loop
+from bertgeom.hooks import HEAD_STAGES, STAGES, capture, capture_batch, hook_names
+from bertgeom.measures import real_mask
+from bertgeom.model import EXACT_ATTENTION, load_model
 
 MAX_LENGTH = 64
 HIDDEN, HEADS, LAYERS = 32, 2, 2
@@ -109,7 +113,7 @@ def model_dir(tmp_path_factory, config):
 
 def run_dump(tmp, model_dir, config, tokens_path):
     outputs = {name: tmp / f"{name}.parquet" for name in act.OUTPUT_FILES}
-    act.dump(model_dir, {"test": tokens_path}, outputs, config)
+    act.dump(model_dir, {"test": tokens_path}, outputs, config["classes"], config["activations"], config["patterns"]["top_keys"])
     return outputs
 
 
@@ -128,7 +132,7 @@ def model(model_dir):
 def batch_inputs(tokens, rows=slice(0, 6)):
     ids = torch.from_numpy(io.to_matrix(tokens.column("input_ids")).astype(np.int64))[rows]
     n = torch.from_numpy(tokens.column("n_tokens").to_numpy().astype(np.int64))[rows]
-    return ids, n, act.real_mask(n, ids.shape[1]).long()
+    return ids, n, real_mask(n, ids.shape[1]).long()
 
 
 # --- exactness --------------------------------------------------------------------------------
@@ -136,10 +140,10 @@ def batch_inputs(tokens, rows=slice(0, 6)):
 
 def test_captured_tensors_equal_transformers_outputs(model, dumped):
     ids, n, mask = batch_inputs(dumped[1])
-    logits, cap = act.capture_batch(model, ids, mask)
+    logits, cap = capture_batch(model, ids, mask)
     with torch.inference_mode():
         ref = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
-    assert sorted(cap) == sorted(act.hook_names(LAYERS))
+    assert sorted(cap) == sorted(hook_names(LAYERS))
     torch.testing.assert_close(logits, ref.logits, atol=1e-5, rtol=0)
     for i in range(LAYERS):
         torch.testing.assert_close(cap[f"layer.{i}.attn"], ref.attentions[i], atol=1e-5, rtol=0)
@@ -147,7 +151,7 @@ def test_captured_tensors_equal_transformers_outputs(model, dumped):
         torch.testing.assert_close(cap[f"layer.{i}.output"], ref.hidden_states[i + 1], atol=1e-5, rtol=0)
     # Masked: real query rows put all their mass on real keys.
     attn = cap["layer.0.attn"]
-    real = act.real_mask(n, ids.shape[1])
+    real = real_mask(n, ids.shape[1])
     assert float(attn.masked_fill(real[:, None, None, :], 0).abs().max()) == 0.0
     torch.testing.assert_close(attn.sum(-1), torch.ones_like(attn.sum(-1)))
 
@@ -163,7 +167,7 @@ def layer_norm(x, module):
 def test_stages_recomputed_from_weights(model, dumped):
     """Per-head Q/K/V from the ROW slices of W with biases, masked A, Z = A V, W_O, LayerNorms, FFN."""
     ids, n, mask = batch_inputs(dumped[1])
-    _, cap = act.capture_batch(model, ids, mask)
+    _, cap = capture_batch(model, ids, mask)
     neg = torch.where(mask.bool(), 0.0, -torch.inf)[:, None, :]  # [batch, 1, key]
     for i, block in enumerate(model.bert.encoder.layer):
         x = cap[f"layer.{i}.input"]
@@ -197,70 +201,15 @@ def test_capture_refuses_sdpa_and_training_mode(model_dir):
 
     sdpa = BertForSequenceClassification.from_pretrained(model_dir, attn_implementation="sdpa").eval()
     with pytest.raises(ValueError, match="eager"):
-        with act.capture(sdpa, lambda *a: None):
+        with capture(sdpa, lambda *a: None):
             pass
     eager = load_model(model_dir, attn_implementation="eager").train()
     with pytest.raises(ValueError, match="eval"):
-        with act.capture(eager, lambda *a: None):
+        with capture(eager, lambda *a: None):
             pass
 
 
-# --- reductions: known answers ----------------------------------------------------------------
-
-
-def test_attention_stats_known_answers():
-    n = torch.tensor([6, 4])
-    length = 8
-    real = act.real_mask(n, length)
-    eye = torch.eye(length).expand(2, length, length)
-    uniform = real[:, None, :].float().expand(2, length, length) / n[:, None, None]
-    prev = torch.zeros(2, length, length)
-    prev[:, 0, 0] = 1  # [CLS] has no previous token: it attends to itself
-    prev[:, torch.arange(1, length), torch.arange(length - 1)] = 1
-    # One head each: self (instance), uniform (open), previous token (backward).
-    attn = torch.stack([eye, uniform, prev], dim=1)  # [batch, heads, query, key]
-    attn = attn * real[:, None, None, :]  # PAD keys get no mass, as in BERT
-    attn[:, :, :, :] = attn / attn.sum(-1, keepdim=True).clamp_min(1e-30)
-    stats = act.attention_stats(attn, n)
-    get = {name: stats[..., i] for i, name in enumerate(act.ATTENTION_MEASURES)}
-    nf = n.float()
-    torch.testing.assert_close(get["mass_self"][:, 0], torch.ones(2))
-    torch.testing.assert_close(get["entropy"][:, 0], torch.zeros(2))
-    torch.testing.assert_close(get["k90"][:, 0], torch.ones(2))
-    torch.testing.assert_close(get["attn_cone"][:, 0], nf.sqrt() / nf)  # orthogonal rows
-    torch.testing.assert_close(get["entropy"][:, 1], torch.ones(2))  # uniform rows: H = log n
-    torch.testing.assert_close(get["k90"][:, 1], torch.ceil(0.9 * nf))
-    torch.testing.assert_close(get["mass_cls"][:, 1], 1 / nf)
-    torch.testing.assert_close(get["mass_sep"][:, 1], 1 / nf)
-    torch.testing.assert_close(get["attn_cone"][:, 1], torch.ones(2))  # identical rows
-    torch.testing.assert_close(get["col_top5"][:, 1], torch.minimum(nf - 2, torch.tensor(5.0)) / nf)
-    torch.testing.assert_close(get["mass_prev"][:, 2], (nf - 1) / nf)  # row 0 has no previous key
-    torch.testing.assert_close(get["mass_next"][:, 2], torch.zeros(2))
-    torch.testing.assert_close(get["k90_q50"][:, 2], torch.ones(2))
-    # Reference-compatible: all 8 rows; PAD rows of the identity head are unit vectors e_q too,
-    # but masked to zero here, so they add nothing; the uniform head's 8 rows are identical.
-    torch.testing.assert_close(get["attn_cone_ref"][:, 1], torch.full((2,), 8.0))
-
-
-def test_vector_stats_exclude_pad_and_match_numpy():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 10, 4, generator=gen)
-    n = torch.tensor([10, 5, 2])
-    real = act.real_mask(n, 10)
-    stats = act.vector_stats(x, real)
-    changed = torch.where(real[..., None], x, torch.randn(3, 10, 4, generator=gen) * 100)
-    again = act.vector_stats(changed, real)
-    for name in ("sum_unit", "mean_vec", "sum_sq_norm"):
-        torch.testing.assert_close(stats[name], again[name])
-    assert not torch.allclose(stats["cone_ref"][1:], again["cone_ref"][1:])  # PAD rows are in cone_ref
-    for b, m in enumerate(n.tolist()):
-        v = x[b, :m].numpy().astype(np.float64)
-        np.testing.assert_allclose(stats["sum_unit"][b], (v / np.linalg.norm(v, axis=1, keepdims=True)).sum(0), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(stats["mean_vec"][b], v.mean(0), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(stats["sum_sq_norm"][b], (v**2).sum(), rtol=1e-6)
-    # Per-head groups: [batch, seq, heads, width] -> [batch, heads, width], each head normalised alone.
-    heads = act.vector_stats(x.view(3, 10, 2, 2), real)
-    torch.testing.assert_close(heads["sum_unit"][:, 1], act.vector_stats(x[..., 2:], real)["sum_unit"])
+# --- the subset ---------------------------------------------------------------------------------
 
 
 def test_subset_ids_first_by_seq_id_within_class():
@@ -277,26 +226,27 @@ def test_files_round_trip_through_pyarrow(dumped, model, model_dir, config):
     outputs, tokens = dumped
     n_tokens = dict(zip(tokens.column("seq_id").to_pylist(), tokens.column("n_tokens").to_pylist()))
     expected_rows = {
-        "summary": N_SEQS * LAYERS * len(act.STAGES),
-        "heads": N_SEQS * LAYERS * HEADS * len(act.HEAD_STAGES),
+        "summary": N_SEQS * LAYERS * len(STAGES),
+        "heads": N_SEQS * LAYERS * HEADS * len(HEAD_STAGES),
         "attention_summary": N_SEQS * LAYERS * HEADS,
-        "tokens": sum(n_tokens.values()) * LAYERS * len(act.STAGES),
+        "tokens": sum(n_tokens.values()) * LAYERS * len(STAGES),
         "attention": N_SEQS * LAYERS * HEADS,
         "class_attention": len(config["classes"]) * LAYERS * HEADS,
     }
-    schemas = act.schemas(HIDDEN, D_HEAD)
+    schemas = act.schemas(HIDDEN, D_HEAD, config["patterns"]["top_keys"])
     for name, path in outputs.items():
         table = pq.read_table(path)
         assert table.num_rows == expected_rows[name], name
         assert table.schema.remove_metadata() == schemas[name], name
         meta = io.read_metadata(path)
         assert meta["model_sha256"] == io.model_hash(model_dir)
-        assert meta["config_sha256"] == io.config_hash(config)
+        used = {"classes": config["classes"], "activations": config["activations"], "patterns": {"top_keys": config["patterns"]["top_keys"]}}
+        assert meta["config_sha256"] == io.config_hash(used)
         assert meta["file"] == name and meta["layers"] == LAYERS
         assert pq.read_metadata(path).row_group(0).column(0).compression == "ZSTD"
     summary = pq.read_table(outputs["summary"]).to_pandas()
     assert (summary["n"] == summary["seq_id"].map(n_tokens)).all()
-    assert list(summary["stage"][: len(act.STAGES)]) == list(act.STAGES)
+    assert list(summary["stage"][: len(STAGES)]) == list(STAGES)
     # pred / correct agree with the model's own logits
     ids, n, mask = batch_inputs(tokens, slice(None))
     with torch.inference_mode():
@@ -311,7 +261,7 @@ def test_summary_equals_statistics_of_captured_tensors(dumped, model):
     """Spot check of the stored numbers against the captured layer outputs (fp32)."""
     outputs, tokens = dumped
     ids, n, mask = batch_inputs(tokens, slice(0, 4))
-    _, cap = act.capture_batch(model, ids, mask)
+    _, cap = capture_batch(model, ids, mask)
     summary = pq.read_table(outputs["summary"], filters=[("layer", "=", 1), ("stage", "=", "output")])
     seq_ids = tokens.column("seq_id").to_pylist()[:4]
     rows = {s: i for i, s in enumerate(summary.column("seq_id").to_pylist())}
@@ -452,8 +402,8 @@ def test_in_place_attention_is_eager_bit_for_bit(model_dir, dumped):
     """The dump's attention implementation gives exactly eager's A, hidden states and logits."""
     ids, _, mask = batch_inputs(dumped[1])
     eager = load_model(model_dir, attn_implementation="eager")
-    in_place = load_model(model_dir, attn_implementation=act.EXACT_ATTENTION)
-    assert in_place.config._attn_implementation == act.EXACT_ATTENTION  # not a silent fallback to eager
+    in_place = load_model(model_dir, attn_implementation=EXACT_ATTENTION)
+    assert in_place.config._attn_implementation == EXACT_ATTENTION  # not a silent fallback to eager
     with torch.inference_mode():
         ref = eager(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
         out = in_place(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
@@ -462,11 +412,28 @@ def test_in_place_attention_is_eager_bit_for_bit(model_dir, dumped):
         assert torch.equal(a, b)
 
 
+def test_exact_attention_loads_without_the_activations_package(model_dir):
+    """bertgeom.model registers its kernel when a model asks for it: in a fresh interpreter that
+    never imports bertgeom.activations, load_model runs bertgeom_eager and returns A."""
+    code = f"""
+import sys, torch
+from bertgeom.model import EXACT_ATTENTION, load_model
+model = load_model({str(model_dir)!r}, attn_implementation=EXACT_ATTENTION)
+out = model(input_ids=torch.tensor([[{CLS}, {FIRST_KMER}, {FIRST_KMER + 1}, {SEP}]]), output_attentions=True)
+assert model.config._attn_implementation == EXACT_ATTENTION
+assert out.attentions[0].shape == (1, {HEADS}, 4, 4)
+assert not [name for name in sys.modules if name.startswith("bertgeom.activations")]
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
 def test_dump_does_not_depend_on_cpu_chunking(tmp_path, dumped, model_dir, config, monkeypatch):
     """One sequence per forward pass (cache-sized CPU chunks) gives the dump of batches of 3."""
-    monkeypatch.setattr(act, "CPU_SCORES_BYTES", 1)
-    assert act.forward_batch(config["activations"]["batch_size"], torch.device("cpu"), HEADS, MAX_LENGTH) == 1
-    assert act.forward_batch(3, torch.device("cuda"), HEADS, MAX_LENGTH) == 3  # no chunking on GPUs
+    monkeypatch.setattr(loop, "CPU_SCORES_BYTES", 1)
+    assert loop.forward_batch(config["activations"]["batch_size"], torch.device("cpu"), HEADS, MAX_LENGTH) == 1
+    assert loop.forward_batch(3, torch.device("cuda"), HEADS, MAX_LENGTH) == 3  # no chunking on GPUs
     out = run_dump(tmp_path, model_dir, config, dumped[0]["summary"].parent / "test.parquet")
     assert_same_dump(dumped[0], out, label="one per pass")
 
@@ -485,7 +452,7 @@ def test_duckdb_sql_on_the_dump(dumped):
     """
     result = duckdb.sql(sql).df()
     summary = pq.read_table(outputs["summary"]).to_pandas()
-    assert len(result) == LAYERS * len(act.STAGES)
+    assert len(result) == LAYERS * len(STAGES)
     for _, row in result.iterrows():
         part = summary[(summary.layer == row["layer"]) & (summary.stage == row["stage"])]
         expected = np.linalg.norm(np.stack(part["sum_unit"].to_numpy()).sum(0)) / part["n"].sum()
@@ -503,25 +470,25 @@ def test_bad_inputs_raise_and_leave_no_output(tmp_path, model_dir, config):
     (tmp_path / "weightless").mkdir()
     (tmp_path / "weightless" / "config.json").write_text((model_dir / "config.json").read_text())
     with pytest.raises(FileNotFoundError, match=r"weightless: not a trained model directory \(missing model.safetensors\)"):
-        act.dump(tmp_path / "weightless", {"test": tmp_path / "test.parquet"}, outputs, config)
+        act.dump(tmp_path / "weightless", {"test": tmp_path / "test.parquet"}, outputs, config["classes"], config["activations"], config["patterns"]["top_keys"])
     # n_tokens out of range in the last record: found before any file is written
     n = tokens.column("n_tokens").to_numpy().copy()
     n[-1] = MAX_LENGTH + 1
     bad = tokens.set_column(tokens.schema.get_field_index("n_tokens"), "n_tokens", pa.array(n, pa.int32()))
     io.write_parquet(bad, tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match=r"bad.parquet: record synthetic-\S+: n_tokens=65"):
-        act.dump(model_dir, {"test": tmp_path / "bad.parquet"}, outputs, config)
+        act.dump(model_dir, {"test": tmp_path / "bad.parquet"}, outputs, config["classes"], config["activations"], config["patterns"]["top_keys"])
     other = copy.deepcopy(config)
     other["classes"] = list(reversed(config["classes"]))
     with pytest.raises(ValueError, match="id2label"):
-        act.dump(model_dir, {"test": tmp_path / "test.parquet"}, outputs, other)
+        act.dump(model_dir, {"test": tmp_path / "test.parquet"}, outputs, other["classes"], other["activations"], other["patterns"]["top_keys"])
     # A failure in the middle of the forward passes (an unknown token id) leaves no file either.
     ids = io.to_matrix(tokens.column("input_ids")).copy()
     ids[-1, 1] = VOCAB + 100
     broken = tokens.set_column(tokens.schema.get_field_index("input_ids"), "input_ids", io.fixed_size_list(ids, pa.int32()))
     io.write_parquet(broken, tmp_path / "broken.parquet")
     with pytest.raises(IndexError):
-        act.dump(model_dir, {"test": tmp_path / "broken.parquet"}, outputs, config)
+        act.dump(model_dir, {"test": tmp_path / "broken.parquet"}, outputs, config["classes"], config["activations"], config["patterns"]["top_keys"])
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

@@ -1,6 +1,5 @@
 """Across-seed aggregation: known t intervals, generic grouping, NaN handling, bad inputs."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -8,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bertgeom.io import read_metadata, write_parquet
-from bertgeom.stats.aggregate import aggregate_seeds, read_seed_tables, run
+from bertgeom.stats.aggregate import aggregate_seeds, read_seed_tables, write_aggregate
 
 
 def seed_table(seed, values, **extra):
@@ -80,7 +79,7 @@ def test_run_writes_the_across_seed_table(tmp_path):
         paths.append(str(tmp_path / f"seed{seed}.parquet"))
         write_parquet(seed_table(seed, [v, v, v]), paths[-1])
     out = tmp_path / "all_seeds" / "t.parquet"
-    run(SimpleNamespace(input=paths, output=[str(out)], wildcards=SimpleNamespace(name="t"), config={"stats": {"ci": 0.9}}))
+    write_aggregate(paths, str(out), name="t", ci=0.9)
     written = pq.read_table(out).to_pandas()
     assert (written["mean"] == 2.0).all() and (written["n_seeds"] == 2).all()
     assert written["ci_high"].iloc[0] - 2.0 == pytest.approx(6.313751514675)  # t_{0.95, 1} * sd / sqrt(2), sd = sqrt(2)

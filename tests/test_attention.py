@@ -1,10 +1,9 @@
-"""Attention patterns: K90, entropy, the seven gates, the cluster partition, domain attention,
-gate agreement, and the per-seed tables written from small files in the docs/outputs.md format."""
+"""Attention patterns: the seven gates, the cluster partition, domain attention, gate agreement, and
+the per-seed tables written from small files in the docs/outputs.md format (K90, entropy and the
+masses: tests/test_measures.py)."""
 
-import math
 from itertools import combinations
-from math import ceil
-from types import SimpleNamespace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,11 +12,15 @@ import pyarrow.parquet as pq
 import pytest
 from snakemake.utils import validate
 
+from bertgeom.data.variants import spike_domains
 from bertgeom.io import read_metadata, write_parquet
+from bertgeom.measures import attention_measure_names
 from bertgeom.stats import attention as att
+from bertgeom.stats import gates
+from bertgeom.tokens import token_map
 
 N = 122  # [CLS] + 120 k-mers + [SEP]
-DOMAINS = ["SP", "NTD", "RBD", "FP", "HR1", "HR2", "TM", "CT", "S1", "S2"]
+DOMAINS = ["SP", "NTD", "RBD", "S1_rest", "FP", "HR1", "HR2", "TM", "CT", "S2_rest", "S1", "S2"]
 
 
 @pytest.fixture(scope="module")
@@ -57,37 +60,14 @@ def pattern(kind: str, n: int = N, noise: float = 0.1, seed: int = 0) -> np.ndar
     return (1 - noise) * a + noise * random
 
 
-def test_k90_one_hot_and_uniform():
-    for n in (3, 10, 100, 427):
-        assert att.k90(np.eye(n)).tolist() == [1] * n
-        assert att.k90(np.full((4, n), 1 / n)).tolist() == [ceil(0.9 * n)] * 4
-
-
-def test_k90_counts_keys_in_order_of_mass():
-    row = np.array([[0.05, 0.5, 0.3, 0.15]])  # 0.5 + 0.3 = 0.8 < 0.9, + 0.15 = 0.95
-    assert att.k90(row).tolist() == [3]
-
-
-def test_row_entropy_bounds():
-    assert np.allclose(att.row_entropy(np.full((3, 50), 1 / 50)), 1)
-    assert np.allclose(att.row_entropy(np.eye(50)), 0)
-    half = np.zeros((1, 64))
-    half[0, :32] = 1 / 32
-    assert att.row_entropy(half)[0] == pytest.approx(math.log(32) / math.log(64))
-
-
-def test_band_mass_matches_loop():
-    a = np.random.default_rng(1).random((9, 9))
-    for offsets in (range(-3, 0), range(1, 3), range(0, 1)):
-        loop = [sum(a[i, i + d] for d in offsets if 0 <= i + d < 9) for i in range(9)]
-        assert np.allclose(att.band_mass(a, offsets), loop)
+def absolute(scores: dict, config) -> str:
+    return gates.absolute_label(pd.Series({f"score_{g}": v for g, v in scores.items()}), config["patterns"]["thresholds"])
 
 
 @pytest.mark.parametrize("kind", att.GATES)
-def test_seven_types_are_labelled(kind, config):
+def test_seven_types_get_their_absolute_label(kind, config):
     metrics, scores = att.head_gates(pattern(kind), config["patterns"])
-    label, n_passed, best = att.gate_label(scores, config["patterns"]["thresholds"])
-    assert (label, n_passed, best) == (kind, 1, kind), scores
+    assert absolute(scores, config) == kind, scores
     assert all(0 <= s <= 1 for s in scores.values())
 
 
@@ -95,13 +75,13 @@ def test_uniform_matrix_is_open(config):
     for n in (20, 40, 427):  # n well above top_keys and window, as for real sequences
         _, scores = att.head_gates(np.full((n, n), 1 / n), config["patterns"])
         assert scores["open"] == pytest.approx(1)
-        assert att.gate_label(scores, config["patterns"]["thresholds"])[0] == "open"
+        assert absolute(scores, config) == "open"
 
 
-def test_two_patterns_at_once_are_mixed(config):
+def test_two_patterns_at_once_are_multiple(config):
     a = 0.5 * pattern("instance", noise=0) + 0.5 * pattern("closed", noise=0)
     _, scores = att.head_gates(a, config["patterns"])
-    assert att.gate_label(scores, config["patterns"]["thresholds"])[:2] == ("mixed", 2)
+    assert absolute(scores, config) == "multiple"
 
 
 def _brute_force_partition(w, min_block):
@@ -153,66 +133,6 @@ def test_matrix_metrics_known_values():
     assert {"sv1", "sv2", "sv3"} <= metrics.keys() and "sv4" not in metrics
 
 
-def membership(n_positions=N):
-    """Token map stand-in: positions 1..60 in NTD and S1, 61..120 in RBD and S2."""
-    member = np.zeros((n_positions, len(DOMAINS)), dtype=bool)
-    member[1:61, [DOMAINS.index("NTD"), DOMAINS.index("S1")]] = True
-    member[61:121, [DOMAINS.index("RBD"), DOMAINS.index("S2")]] = True
-    return member
-
-
-def test_domain_shares_known_answers():
-    member = membership()
-    uniform = np.full((N, N), 1 / N)
-    observed, expected = att.domain_shares(uniform, member)
-    assert np.allclose(observed, expected)
-    assert expected[DOMAINS.index("NTD")] == pytest.approx(0.5)
-    focused = np.zeros((N, N))
-    focused[:, 70] = 1  # an RBD token
-    observed, _ = att.domain_shares(focused, member)
-    assert observed[DOMAINS.index("RBD")] == 1 and observed[DOMAINS.index("NTD")] == 0
-
-
-def test_domain_shares_shorter_sequence_uses_its_own_keys():
-    member = membership()
-    a = np.full((62, 62), 1 / 62)  # keys 1..60: all NTD
-    observed, expected = att.domain_shares(a, member)
-    assert expected[DOMAINS.index("NTD")] == 1 and observed[DOMAINS.index("NTD")] == pytest.approx(1)
-
-
-def test_domain_table_z_test_and_bonferroni():
-    share = np.array([0.6, 0.7, 0.8, 0.5])
-    rows = pd.DataFrame(
-        {"layer": 0, "head": 1, "seq_id": list("abcd"), "domain": "RBD", "share": share, "expected": 0.5}
-    )
-    table = att.domain_table(rows, pd.DataFrame(), n_heads_total=8, seed=3)
-    value = table.set_index("measure")["value"]
-    diff = share - 0.5
-    z = diff.mean() / (diff.std(ddof=1) / 2)
-    assert value["z"] == pytest.approx(z)
-    assert value["p"] == pytest.approx(2 * (1 - 0.5 * (1 + math.erf(z / math.sqrt(2)))))
-    assert value["p_bonferroni"] == pytest.approx(min(1, 8 * value["p"]))
-    assert value["share"] == pytest.approx(0.65) and value["ratio"] == pytest.approx(1.3)
-
-
-def gates_frame(labels_by_seed):
-    rows = []
-    for seed, labels in labels_by_seed.items():
-        rows += [{"seed": seed, "layer": 0, "head": h, "gate": g} for h, g in enumerate(labels)]
-    return pd.DataFrame(rows)
-
-
-def test_gate_agreement_position_and_matched():
-    same = att.gate_agreement(gates_frame({0: ["open", "closed", "instance"], 1: ["open", "closed", "instance"]}))
-    permuted = att.gate_agreement(gates_frame({0: ["open", "closed", "instance"], 1: ["closed", "instance", "open"]}))
-    layer = lambda t: t[t["head"].isna() & t["gate"].isna()].set_index("measure")["value"]  # noqa: E731
-    assert layer(same)["position_agreement"] == 1 and layer(same)["matched_agreement"] == 1
-    assert layer(permuted)["position_agreement"] == 0 and layer(permuted)["matched_agreement"] == 1
-    assert layer(permuted)["chance_agreement"] == pytest.approx(1 / 3)
-    shares = permuted[permuted["measure"] == "share_mean"].set_index("gate")["value"]
-    assert shares["open"] == pytest.approx(1 / 3) and shares["cluster"] == 0
-
-
 # ---------------------------------------------------------------------------------------------
 # The per-seed tables from files in the docs/outputs.md format
 # ---------------------------------------------------------------------------------------------
@@ -220,8 +140,9 @@ def test_gate_agreement_position_and_matched():
 KINDS = {(0, 0): "closed", (0, 1): "instance", (1, 0): "backward_contextual", (1, 1): "open"}
 
 
-def write_inputs(tmp_path, corrupt=False):
-    """attention_summary, attention (subset), class_attention and token_map for 2 layers x 2 heads."""
+def write_inputs(tmp_path, corrupt=False, top_keys=5):
+    """attention_summary, attention (subset), class_attention and token_map for 2 layers x 2 heads
+    (attention_summary's col_top{k} column for the default patterns.top_keys)."""
     rng = np.random.default_rng(0)
     seqs = [("s0", 0, N), ("s1", 1, N), ("s2", 0, N - 3)]
     rows = []
@@ -239,7 +160,7 @@ def write_inputs(tmp_path, corrupt=False):
     )
     write_parquet(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), tmp_path / "attention.parquet")
     summary = frame.drop(columns="matrix")
-    for measure in att.SUMMARY_MEASURES:
+    for measure in attention_measure_names(top_keys):
         summary[measure] = rng.random(len(summary))
     write_parquet(
         summary.astype({"label": "int16", "layer": "int16", "head": "int16"}), tmp_path / "attention_summary.parquet"
@@ -250,11 +171,11 @@ def write_inputs(tmp_path, corrupt=False):
             classes.append({"label": label, "class": "AB"[label], "layer": layer, "head": head, "n_seqs": 1, "length": N,
                             "matrix": pattern(kind, seed=9).astype(np.float32).reshape(-1)})  # fmt: skip
     write_parquet(pd.DataFrame(classes), tmp_path / "class_attention.parquet")
-    member = membership(N + 390)
-    token_map = pd.DataFrame(
-        {"position": np.arange(len(member)), "domains": [[d for d, m in zip(DOMAINS, row) if m] for row in member]}
-    )
-    write_parquet(token_map, tmp_path / "token_map.parquet")
+    variants = Path(__file__).resolve().parents[1] / "resources" / "variants.yaml"
+    write_parquet(token_map(512, 12, 9, spike_domains(variants)), tmp_path / "token_map.parquet")
+    null = [{"seq_id": seq_id, "layer": layer, "head": head, "score_closed": 2 / n, "row_closed": np.full(n, 2 / n)}
+            for seq_id, _, n in seqs for layer in (0, 1) for head in (0, 1)]  # an untrained model: uniform rows
+    write_parquet(pd.DataFrame(null), tmp_path / "null_scores.parquet")
     return tmp_path
 
 
@@ -266,21 +187,24 @@ def test_attention_tables_from_files(tmp_path, config, root):
         str(tmp_path / "class_attention.parquet"),
         str(tmp_path / "token_map.parquet"),
         str(root / "resources" / "variants.yaml"),
+        str(tmp_path / "null_scores.parquet"),
         config["patterns"],
         config["classes"],
         seed=7,
         batch_rows=5,  # several record batches
     )
-    gates = tables["gates"].set_index(["layer", "head"])
-    assert {key: gates.loc[key, "gate"] for key in KINDS} == KINDS
-    assert (gates["label_share"] == 1).all() and (gates["n_seqs"] == 3).all()
+    labels = tables["gates"].set_index(["layer", "head"])
+    assert {key: labels.loc[key, "gate"] for key in KINDS} == KINDS
+    assert {key: labels.loc[key, "gate_absolute"] for key in KINDS} == KINDS
+    assert (labels["n_seqs"] == 3).all()
+    assert len(tables["gate_tests"]) == 4 * len(gates.STRUCTURED) and len(tables["row_gates"]) == 4 * 11
 
     patterns = tables["patterns"]
     assert list(patterns.columns) == ["seed", "layer", "head", "source", "measure", "value"]
     assert not patterns.duplicated(["seed", "layer", "head", "source", "measure"]).any()
     assert set(patterns["source"]) == {"all", "subset"}
     subset = patterns[patterns["source"] == "subset"].set_index(["layer", "head", "measure"])["value"]
-    assert subset[(0, 0, "score_closed")] == pytest.approx(gates.loc[(0, 0), "score_closed"])
+    assert subset[(0, 0, "score_closed")] == pytest.approx(labels.loc[(0, 0), "score_closed"])
     summary = pd.read_parquet(tmp_path / "attention_summary.parquet")
     mean_entropy = summary.groupby(["layer", "head"])["entropy"].mean()
     everything = patterns[patterns["source"] == "all"].set_index(["layer", "head", "measure"])["value"]
@@ -299,26 +223,26 @@ def test_attention_tables_from_files(tmp_path, config, root):
         "value"
     ]
     assert rbd["share"] == pytest.approx(rbd["expected"], abs=0.02)  # an open head: no domain preference
-    assert {"z", "p", "p_bonferroni", "share_classes", "n_seqs"} <= set(rbd.index)
+    assert {"t", "df", "p", "p_fdr", "p_bonferroni", "significant", "share_classes", "n_seqs"} <= set(rbd.index)
 
 
 def test_run_writes_every_output_and_rejects_bad_rows(tmp_path, config, root):
     write_inputs(tmp_path)
-    outputs = {name: str(tmp_path / "out" / f"{name}.parquet") for name in ("patterns", "gates", "k90", "domains")}
-    snakemake = SimpleNamespace(
-        wildcards=SimpleNamespace(seed="2"),
-        config=config,
-        input=SimpleNamespace(
-            summary=str(tmp_path / "attention_summary.parquet"),
-            attention=str(tmp_path / "attention.parquet"),
-            class_attention=str(tmp_path / "class_attention.parquet"),
-            token_map=str(tmp_path / "token_map.parquet"),
-            variants=str(root / "resources" / "variants.yaml"),
-        ),
-        output=outputs,
-        params=SimpleNamespace(patterns=config["patterns"], classes=config["classes"], batch_rows=100),
+    names = ("patterns", "gates", "gate_tests", "row_gates", "k90", "domains")
+    outputs = {name: str(tmp_path / "out" / f"{name}.parquet") for name in names}
+    att.write_attention_patterns(
+        summary=str(tmp_path / "attention_summary.parquet"),
+        attention=str(tmp_path / "attention.parquet"),
+        class_attention=str(tmp_path / "class_attention.parquet"),
+        token_map=str(tmp_path / "token_map.parquet"),
+        variants=str(root / "resources" / "variants.yaml"),
+        null_scores=str(tmp_path / "null_scores.parquet"),
+        outputs=outputs,
+        patterns=config["patterns"],
+        classes=config["classes"],
+        seed=2,
+        batch_rows=100,
     )
-    att.run(snakemake)
     for path in outputs.values():
         assert pq.read_table(path).num_rows > 0 and "config_sha256" in read_metadata(path)
     assert set(pq.read_table(outputs["gates"]).column("seed").to_pylist()) == {2}
@@ -328,17 +252,3 @@ def test_run_writes_every_output_and_rejects_bad_rows(tmp_path, config, root):
     write_inputs(bad, corrupt=True)
     with pytest.raises(ValueError, match=r"attention\.parquet: record seq_id=s1.*sum to 1"):
         list(att.iter_attention(str(bad / "attention.parquet")))
-
-
-def test_run_agreement_across_seeds(tmp_path, config):
-    paths = []
-    for seed, labels in {0: ["open", "closed"], 1: ["open", "instance"]}.items():
-        frame = gates_frame({seed: labels}).astype({"seed": "int32", "layer": "int16", "head": "int16"})
-        paths.append(str(tmp_path / f"gates{seed}.parquet"))
-        write_parquet(frame, paths[-1])
-    out = str(tmp_path / "gate_agreement.parquet")
-    att.run_agreement(SimpleNamespace(input=paths, output=[out], config=config))
-    table = pd.read_parquet(out)
-    heads = table[(table["measure"] == "position_agreement") & table["head"].notna()].set_index("head")["value"]
-    assert heads.to_dict() == {0: 1.0, 1: 0.0}
-    assert (table["n_seeds"] == 2).all()

@@ -1,6 +1,5 @@
 """Cone index and the anisotropy measures: analytic cases, invariances, the streamed per-seed table."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -19,10 +18,9 @@ from bertgeom.stats.cone import (
     mean_pairwise_cosine,
     normalised_cone,
     outlier_z,
-    reference_cone_index,
-    sequence_sums,
     top_pc_share_from_cov,
 )
+from bertgeom.measures import vector_stats
 
 torch.set_num_threads(1)
 
@@ -30,6 +28,14 @@ CLASSES = ["A", "B", "C"]
 STAGES = ["input", "q", "context", "output"]
 HEADS, D_HEAD, LAYERS, MAX_LEN = 2, 4, 2, 14
 HIDDEN = HEADS * D_HEAD
+
+
+def sequence_sums(hidden, mask):
+    """The dump's per-sequence sums (bertgeom.measures.vector_stats) of float64 arrays, as numpy:
+    hidden [batch, seq, d], mask [batch or 1, seq] -> n, sum_unit, mean_vec, sum_sq_norm, cone_ref."""
+    hidden = torch.from_numpy(np.asarray(hidden, dtype=np.float64))
+    real = torch.from_numpy(np.asarray(mask, dtype=bool)).expand(hidden.shape[:2])
+    return {"n": real.sum(1).numpy(), **{k: v.numpy() for k, v in vector_stats(hidden, real).items()}}
 
 
 def random_rotation(d, rng):
@@ -100,11 +106,13 @@ def test_pad_rows_change_the_reference_variant_but_not_ours():
     other = hidden.copy()
     other[~mask] = rng.normal(loc=4.0, size=(int((~mask).sum()), 6))  # new PAD rows only
     ours, ours_other = (sequence_sums(h, mask) for h in (hidden, other))
-    for name in ("n", "sum_unit", "sum_vec", "sum_sq_norm"):
+    for name in ("n", "sum_unit", "mean_vec", "sum_sq_norm"):
         np.testing.assert_allclose(ours[name], ours_other[name])
     for b in range(3):
         assert cone_from_sums(ours["sum_unit"][b], ours["n"][b]) == pytest.approx(normalised_cone(hidden[b, : n[b]]))
-    ref, ref_other = reference_cone_index(hidden), reference_cone_index(other)
+        assert ours["sum_sq_norm"][b] == pytest.approx((hidden[b, : n[b]] ** 2).sum())
+    ref, ref_other = ours["cone_ref"], ours_other["cone_ref"]
+    np.testing.assert_allclose(ref, cone_index(hidden))  # every row, PAD included
     assert abs(ref[0] - ref_other[0]) > 0.5 and abs(ref[1] - ref_other[1]) > 0.5
     assert ref[2] == pytest.approx(ref_other[2])  # no PAD row in the full-length sequence
 
@@ -169,15 +177,15 @@ def write_activations(directory, seqs, subset_per_class=2):
         for (layer, stage), x in seq["hidden"].items():
             sums = sequence_sums(x[None], mask)
             summary.append({**ident(seq, layer), "stage": stage, "n": n, "sum_unit": sums["sum_unit"][0],
-                            "mean_vec": sums["sum_vec"][0] / n, "sum_sq_norm": sums["sum_sq_norm"][0],
-                            "cls_vec": x[0], "cone_ref": reference_cone_index(x[None])[0]})  # fmt: skip
+                            "mean_vec": sums["mean_vec"][0], "sum_sq_norm": sums["sum_sq_norm"][0],
+                            "cls_vec": x[0], "cone_ref": sums["cone_ref"][0]})  # fmt: skip
             if stage in ("q", "context"):
                 for head in range(HEADS):
                     part = x[None, :, head * D_HEAD : (head + 1) * D_HEAD]
                     hs = sequence_sums(part, mask)
                     heads.append({**ident(seq, layer), "head": head, "stage": {"q": "q", "context": "z"}[stage],
-                                  "n": n, "sum_unit": hs["sum_unit"][0], "mean_vec": hs["sum_vec"][0] / n,
-                                  "sum_sq_norm": hs["sum_sq_norm"][0], "cone_ref": reference_cone_index(part)[0]})  # fmt: skip
+                                  "n": n, "sum_unit": hs["sum_unit"][0], "mean_vec": hs["mean_vec"][0],
+                                  "sum_sq_norm": hs["sum_sq_norm"][0], "cone_ref": hs["cone_ref"][0]})  # fmt: skip
             if in_subset:
                 for position in range(n):
                     tokens.append({**ident(seq, layer), "stage": stage, "position": position, "vec": x[position]})
@@ -256,7 +264,7 @@ def test_class_index_from_sufficient_statistics_equals_direct(synthetic):
             where["scope"] = "sequence"
             assert value(table, measure="cone_normalised", variant="ours", **where) == pytest.approx(np.mean(per_seq), rel=1e-5)
             assert value(table, measure="cone_normalised_std", variant="ours", **where) == pytest.approx(np.std(per_seq, ddof=1), rel=1e-4)
-            refs = [reference_cone_index(s["hidden"][layer, stage][None])[0] for s in members]
+            refs = [cone_index(s["hidden"][layer, stage]) for s in members]  # every row, PAD included
             assert value(table, measure="cone_index", variant="reference", **where) == pytest.approx(np.mean(refs), rel=1e-5)
     # one head: the head's own column block, normalised within the head
     real = np.vstack([s["hidden"][1, "context"][: s["n"], D_HEAD:] for s in seqs if s["label"] == 2])
@@ -316,13 +324,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path, synthetic):
 def test_run_writes_the_table_with_provenance(tmp_path, synthetic):
     _, paths, table = synthetic
     out = tmp_path / "stats" / "cone_index.parquet"
-    snakemake = SimpleNamespace(
-        input=SimpleNamespace(**paths),
-        output=[str(out)],
-        wildcards=SimpleNamespace(seed="7"),
-        config={"classes": CLASSES, "stats": {"batch_rows": 5, "outlier_sigma": 3.0}},
-    )
-    cone.run(snakemake)
+    cone.write_cone_index(**paths, out=str(out), classes=CLASSES, seed=7, outlier_sigma=3.0, batch_rows=5)
     meta = read_metadata(out)
     assert meta["seed"] == 7 and meta["model_sha256"] == "abc" and "config_sha256" in meta
     written = pa.parquet.read_table(out).to_pandas()

@@ -61,8 +61,7 @@ def test_fasta_config_checks():
         check_fasta_config(classes, {"Alpha": "a.fa"})
 
 
-def _fasta_config(classes):
-    return {"classes": classes, "data": {"source": "fasta", "seed": 0, "fasta": {}}}
+FASTA_DATA = {"source": "fasta", "strip_gaps": False}  # as data_params() passes them (rules/common.smk)
 
 
 def test_fasta_source_reads_plain_and_gzip(root, tmp_path):
@@ -72,7 +71,7 @@ def test_fasta_source_reads_plain_and_gzip(root, tmp_path):
         handle.write(f">EPI_ISL_3 some description\n{ref.lower()}\n")
     files = {"Alpha": str(tmp_path / "alpha.fasta"), "Delta": str(tmp_path / "delta.fa.gz")}
     out = tmp_path / "out"
-    download(_fasta_config(["Alpha", "Delta"]), out / "genomes.fasta", out / "manifest.tsv", None, None, fasta=files)
+    download(out / "genomes.fasta", out / "manifest.tsv", None, None, ["Alpha", "Delta"], FASTA_DATA, fasta=files)
     manifest = read_manifest(out / "manifest.tsv")
     assert list(manifest["seq_id"]) == ["EPI_ISL_1|Alpha", "EPI_ISL_2", "EPI_ISL_3"]
     assert list(manifest["class"]) == ["Alpha", "Alpha", "Delta"]
@@ -85,7 +84,6 @@ def test_fasta_source_errors(tmp_path):
     (tmp_path / "a.fasta").write_text(">x\nACGT\n")
     (tmp_path / "b.fasta").write_text(">x\nGGGG\n")
     (tmp_path / "empty.fasta").write_text("")
-    config = _fasta_config(["A", "B"])
     cases = [
         ("b.fasta", ValueError, "b.fasta: record id 'x' is also in .*a.fasta"),
         ("empty.fasta", ValueError, "empty.fasta: empty FASTA file"),
@@ -94,6 +92,17 @@ def test_fasta_source_errors(tmp_path):
     for second, error, message in cases:
         fasta = {"A": str(tmp_path / "a.fasta"), "B": str(tmp_path / second)}
         with pytest.raises(error, match=message):
-            download(config, tmp_path / "g.fasta", tmp_path / "m.tsv", None, None, fasta=fasta)
+            download(tmp_path / "g.fasta", tmp_path / "m.tsv", None, None, ["A", "B"], FASTA_DATA, fasta=fasta)
     assert not (tmp_path / "g.fasta").exists() and not (tmp_path / "m.tsv").exists()  # nothing partial left
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_fasta_source_strips_gaps_only_when_asked(tmp_path):
+    """data.strip_gaps: aligned FASTA ('-', '.') is an error naming the record, or has its gaps removed."""
+    (tmp_path / "a.fasta").write_text(">x\nAC-GT..A\n")
+    (tmp_path / "b.fasta").write_text(">y\nGGGG\n")
+    fasta = {"A": str(tmp_path / "a.fasta"), "B": str(tmp_path / "b.fasta")}
+    with pytest.raises(ValueError, match="a.fasta, line 1: record 'x' has characters outside the IUPAC"):
+        download(tmp_path / "g.fasta", tmp_path / "m.tsv", None, None, ["A", "B"], FASTA_DATA, fasta=fasta)
+    download(tmp_path / "g.fasta", tmp_path / "m.tsv", None, None, ["A", "B"], {**FASTA_DATA, "strip_gaps": True}, fasta=fasta)
+    assert list(read_fasta(tmp_path / "g.fasta")) == [("x", "ACGTA"), ("y", "GGGG")]

@@ -67,3 +67,31 @@ def test_reverse_complement():
     assert reverse_complement("RYKMBV") == "BVKMRY"
     seq = "ACGTRYSWKMBDHVN" * 3
     assert reverse_complement(reverse_complement(seq)) == seq
+
+
+def test_gaps_stripped_when_asked_and_bad_records_kept_as_rows(tmp_path):
+    from bertgeom.data.fasta import read_records
+
+    path = tmp_path / "aligned.fasta"
+    path.write_text(">a\nAC-GT..\n>b\nACXT\n>a\nGG\n>c\n---\n>d\nu-u\n")
+    with pytest.raises(ValueError, match=r"line 1: record 'a' has characters outside .*'-\.'"):
+        list(read_fasta(path))
+    assert next(iter(read_fasta(path, strip_gaps=True))) == ("a", "ACGT")
+    rows = list(read_records(path))
+    assert [(r.seq_id, r.sequence, r.gaps, r.line) for r in rows] == [
+        ("a", "ACGT", 3, 1),
+        ("b", "ACXT", 0, 3),
+        ("a", "GG", 0, 5),
+        ("c", "", 3, 7),
+        ("d", "TT", 1, 9),
+    ]
+    assert [r.problem for r in rows] == [
+        "",
+        "record 'b' has characters outside the IUPAC nucleotide codes ACGTURYSWKMBDHVN: 'X'",
+        "duplicate record id 'a' (first at line 1)",
+        "record 'c' has no sequence (3 gap characters only)",
+        "",
+    ]
+    (tmp_path / "x").write_text("hello\n")
+    with pytest.raises(ValueError, match="x, line 1: not FASTA"):
+        list(read_records(tmp_path / "x"))

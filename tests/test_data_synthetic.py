@@ -5,7 +5,7 @@ import pytest
 
 from bertgeom.config import load_config
 from bertgeom.data.download import synthetic_genomes
-from bertgeom.data.synthetic import apply_profile, class_profiles, generate_class
+from bertgeom.data.synthetic import SPECTRA, apply_profile, class_profiles, generate_class, homoplasy_pool
 from bertgeom.data.variants import SPIKE_END, SPIKE_START, class_definitions, load_variants, read_reference
 
 CLASSES = load_config()["classes"]
@@ -13,6 +13,7 @@ CLASSES = load_config()["classes"]
 QUIET = {
     **load_config()["data"]["synthetic"],
     **dict(per_class=3, substitution_rate=0.0, n_runs_mean=0.0, trim_5p_max=0, trim_3p_max=0),
+    **dict(drop_max=0.0, homoplasy_mean=0.0, ambiguity_mean=0.0),
 }
 STOPS = {"TAA", "TAG", "TGA"}
 
@@ -96,7 +97,7 @@ def test_genomes_within_a_class_differ_and_mix_sublineages(reference, definition
 
 def test_random_substitution_rate_within_tolerance(reference, definitions):
     rate, count = 0.002, 12
-    settings = dict(QUIET, per_class=count, substitution_rate=rate, mixture=False)
+    settings = dict(QUIET, per_class=count, substitution_rate=rate, mixture=False, spectrum="uniform")
     profile = _text(class_profiles(reference, definitions[0])[0])
     total = 0
     for genome in generate_class(reference, definitions[0], 0, settings, seed=1):
@@ -165,3 +166,57 @@ def test_errors_name_the_problem(root, reference):
     }
     with pytest.raises(ValueError, match="deletion .* lies outside the reference"):
         apply_profile(reference, outside, "Alpha", 0)
+
+
+def test_spectrum_is_dominated_by_c_to_t(reference, definitions):
+    """Private substitutions follow the SARS-CoV-2 spectrum: C->T the most common change, about
+    rate_CT * n_C / sum(rate * n) of them (40% over the genome's base composition)."""
+    settings = dict(QUIET, per_class=40, substitution_rate=0.002, mixture=False)
+    profile = _text(class_profiles(reference, definitions[0])[0])
+    changes = {}
+    for genome in generate_class(reference, definitions[0], 0, settings, seed=4):
+        for a, b in zip(profile, genome.sequence):
+            if a != b:
+                changes[a + b] = changes.get(a + b, 0) + 1
+    total = sum(changes.values())
+    rates, counts = SPECTRA["sars-cov-2"], np.array([profile.count(b) for b in "ACGT"])
+    expected = rates[1, 3] * counts[1] / (rates.sum(axis=1) * counts).sum()
+    assert max(changes, key=changes.get) == "CT"
+    assert abs(changes["CT"] / total - expected) < 4 * np.sqrt(expected * (1 - expected) / total)
+    assert changes.get("GC", 0) < changes["GT"] / 5  # rare transversions stay rare
+
+
+def test_dropped_profile_mutations_and_homoplasies(root, reference, definitions):
+    """Dropped substitutions go back to the reference base; homoplasies come from other classes' spikes."""
+    pool = homoplasy_pool(reference, load_variants(root / "resources/variants.yaml"), "Alpha")
+    own = {int(c[1:-1]) - 1 for p in definitions[3]["profiles"] for c in p["substitutions"]}
+    assert len(pool) > 20 and all(SPIKE_START - 1 <= pos < SPIKE_END for pos, _ in pool)
+    settings = dict(QUIET, per_class=30, drop_max=0.5, homoplasy_mean=2.0, mixture=False)
+    raw = definitions[3]["profiles"][0]
+    profile = class_profiles(reference, definitions[3])[0]
+    seq0 = _text(profile)
+    dropped = homoplasies = 0
+    for genome in generate_class(reference, definitions[3], 3, settings, seed=7, homoplasies=pool):
+        for change in raw["substitutions"]:
+            where = profile.start_map[int(change[1:-1]) - 1]
+            assert genome.sequence[where] in (change[-1], change[0])  # kept or back to the reference
+        reverted = sum(genome.sequence[profile.start_map[int(c[1:-1]) - 1]] == c[0] for c in raw["substitutions"])
+        assert reverted == genome.dropped
+        differ = [i for i, (a, b) in enumerate(zip(seq0, genome.sequence)) if a != b]
+        assert len(differ) == genome.dropped + genome.homoplasies
+        dropped, homoplasies = dropped + genome.dropped, homoplasies + genome.homoplasies
+    expected = 30 * len(raw["substitutions"]) * 0.25  # mean drop share 0.5 / 2
+    assert abs(dropped - expected) < 0.35 * expected
+    assert 30 <= homoplasies <= 90  # Poisson(2) each, minus those the profile already has
+
+
+def test_mixed_sites_are_iupac_pairs(reference, definitions):
+    settings = dict(QUIET, per_class=20, ambiguity_mean=3.0, mixture=False)
+    profile = _text(class_profiles(reference, definitions[2])[0])
+    pairs = {"R": "AG", "Y": "CT", "S": "CG", "W": "AT", "K": "GT", "M": "AC"}
+    total = 0
+    for genome in generate_class(reference, definitions[2], 2, settings, seed=8):
+        mixed = [(a, b) for a, b in zip(profile, genome.sequence) if a != b]
+        assert len(mixed) == genome.ambiguous and all(b in pairs and a in pairs[b] for a, b in mixed)
+        total += len(mixed)
+    assert 30 <= total <= 90  # Poisson(3) x 20

@@ -38,7 +38,11 @@ def test_dry_run_default_and_fasta_sources(root, tmp_path):
 
 
 def test_tiny_synthetic_run(root, tmp_path):
-    config = {"data": {"seed": 4, "synthetic": {"per_class": 3, "n_runs_mean": 2.0}}}
+    # 3 genomes a class: the split fractions must leave one sequence a class in every split
+    config = {
+        "data": {"seed": 4, "synthetic": {"per_class": 3, "n_runs_mean": 2.0}},
+        "tokens": {"test_fraction": 0.33, "val_fraction": 0.5},
+    }
     run = _snakemake(root, tmp_path, "--cores", "2", "results/data/spike.parquet", "results/data/qc.tsv", config=config)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     data = tmp_path / "results/data"

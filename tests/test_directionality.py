@@ -1,7 +1,6 @@
 """Directionality: the index, eigenvalues, principal angles, and agreement of the per-head bilinear
 form with transformers' own BertSelfAttention scores; the per-seed table from a saved tiny BERT."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -185,18 +184,9 @@ def test_directionality_table_and_run(tmp_path, root):
     model, model_dir = saved_model(tmp_path)
     write_activations(model, tmp_path)
     out = tmp_path / "stats" / "directionality.parquet"
-    snakemake = SimpleNamespace(
-        wildcards=SimpleNamespace(seed="5"),
-        config={"patterns": {"eig_tol": 1e-6}},
-        params=SimpleNamespace(eig_tol=1e-6),
-        input=SimpleNamespace(
-            model=str(model_dir / "model.safetensors"),
-            tokens=str(tmp_path / "tokens.parquet"),
-            attention=str(tmp_path / "attention.parquet"),
-        ),
-        output=[str(out)],
+    dirn.write_directionality(
+        str(model_dir), str(tmp_path / "tokens.parquet"), str(tmp_path / "attention.parquet"), str(out), 1e-6, seed=5
     )
-    dirn.run(snakemake)
     table = pd.read_parquet(out)
     assert read_metadata(out)["model_sha256"]
     assert list(table.columns) == ["seed", "layer", "head", "variant", "measure", "value"]

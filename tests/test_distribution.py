@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from threadpoolctl import threadpool_limits
 
+from bertgeom.config import load_config
 from bertgeom.io import fixed_size_list, read_metadata, write_parquet
 from bertgeom.stats import distribution as dist
 
@@ -69,7 +70,7 @@ def test_cloud_measures_are_rotation_invariant_except_per_dimension_ones():
     rng = np.random.default_rng(3)
     x, y = clusters(rng, spread=2.0)  # overlapping, so the probe is not trivially perfect
     q, r = np.linalg.qr(rng.normal(size=(12, 12)))
-    options = {**dist.DEFAULTS, "probe_folds": 3}
+    options = {**load_config()["stats"], "probe_folds": 3}
     table = {(c, m, i): v for c, m, i, v in dist.cloud_measures(x, y, CLASSES, options)}
     rotated = {(c, m, i): v for c, m, i, v in dist.cloud_measures(x @ (q * np.sign(np.diag(r))), y, CLASSES, options)}
     per_dimension = {"dim_mean", "dim_var", "outlier_z", "n_outlier_dims"}
@@ -104,7 +105,8 @@ def write_summary(path, rng, n_seqs=24, layers=2, stages=("input", "attn_ln", "o
 def tables(tmp_path_factory):
     path = tmp_path_factory.mktemp("dist") / "summary.parquet"
     write_summary(path, np.random.default_rng(4))
-    options = {"tsne_perplexity": 5, "probe_folds": 3, "batch_rows": 17, "stages": ["input", "output"]}
+    options = {**load_config()["stats"], "tsne_perplexity": 5, "probe_folds": 3, "batch_rows": 17,
+               "distribution_stages": ["input", "output"]}  # fmt: skip
     return str(path), options, *dist.distribution_tables(str(path), CLASSES, 3, options)
 
 
@@ -138,32 +140,37 @@ def test_embedding_table(tables):
     np.testing.assert_allclose(again["x"], embedding["x"], rtol=1e-5, atol=1e-4)  # fixed seed, order-free
 
 
-def test_coinciding_points_get_no_pca_isoscore_or_map(tables):
+def test_coinciding_points_are_undefined_not_zero(tables):
+    """A degenerate cloud: PCA absent, IsoScore, probe, silhouettes and 2-D maps NaN (not chance, not 0)."""
     _, _, table, embedding = tables
     same = table[(table["layer"] == 0) & (table["stage"] == "input") & (table["pooling"] == "cls")]
     assert "pca_explained_variance_ratio" not in set(same["measure"])
-    assert np.isnan(same[same["measure"] == "isoscore"]["value"].item())
+    for measure in ("isoscore", "probe_accuracy", "probe_accuracy_std"):
+        assert np.isnan(same[same["measure"] == measure]["value"].item()), measure
+    silhouettes = same[same["measure"] == "silhouette"]
+    assert len(silhouettes) == 1 + len(CLASSES) and silhouettes["value"].isna().all()
     assert same[(same["measure"] == "norm_std") & (same["class"] == "all")]["value"].item() == 0.0
     assert same[(same["measure"] == "cone_normalised") & (same["class"] == "all")]["value"].item() == pytest.approx(1.0)
-    mapped = embedding[(embedding["layer"] == 0) & (embedding["stage"] == "input")]
-    assert set(mapped["pooling"]) == {"mean"}  # the [CLS] cloud has no 2-D map
+    mapped = embedding[(embedding["layer"] == 0) & (embedding["stage"] == "input") & (embedding["pooling"] == "cls")]
+    assert set(mapped["method"]) == {"pca", "tsne"} and mapped[["x", "y"]].isna().all().all()
+    assert len(mapped[mapped["method"] == "pca"]) == 24  # every point, coordinates undefined
+    other = embedding[(embedding["layer"] == 0) & (embedding["stage"] == "input") & (embedding["pooling"] == "mean")]
+    assert other[["x", "y"]].notna().all().all()
 
 
 def test_bad_stage_and_labels_raise(tables, tmp_path):
     path, options, _, _ = tables
     with pytest.raises(ValueError, match=r"distribution_stages \['ffn'\] not in the file"):
-        dist.distribution_tables(path, CLASSES, 3, {**options, "stages": ["ffn"]})
+        dist.distribution_tables(path, CLASSES, 3, {**options, "distribution_stages": ["ffn"]})
     with pytest.raises(ValueError, match=r"labels 0\.\.3 outside config classes 0\.\.1"):
         dist.distribution_tables(path, CLASSES[:2], 3, options)
 
 
 def test_run_writes_both_tables(tables, tmp_path):
-    path, _, table, _ = tables
-    out = SimpleNamespace(distribution=str(tmp_path / "d.parquet"), embedding=str(tmp_path / "e.parquet"))
-    stats = {"tsne_perplexity": 5, "probe_folds": 3, "batch_rows": 50, "distribution_stages": ["input", "output"]}
-    snakemake = SimpleNamespace(input=SimpleNamespace(summary=path), output=out, threads=1,
-                                wildcards=SimpleNamespace(seed="3"), config={"classes": CLASSES, "stats": stats})  # fmt: skip
-    dist.run(snakemake)
+    path, options, table, _ = tables
+    out = {"distribution_out": str(tmp_path / "d.parquet"), "embedding_out": str(tmp_path / "e.parquet")}
+    dist.write_distribution(path, **out, classes=CLASSES, seed=3, options={**options, "batch_rows": 50})
+    out = SimpleNamespace(distribution=out["distribution_out"], embedding=out["embedding_out"])
     written = pq.read_table(out.distribution).to_pandas()
     np.testing.assert_allclose(written["value"], table["value"], rtol=1e-9, equal_nan=True)
     assert read_metadata(out.embedding)["model_sha256"] == "m"

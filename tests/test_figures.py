@@ -1,5 +1,6 @@
 """Figures: theme and atomic save, every plotting function on small hand-made tables in the documented
-schemas (docs/outputs.md, README stage sections), and the catalogue against rules, captions and code."""
+schemas (docs/outputs.md, README stage sections), and the figure registry against the catalogue,
+captions, rules and config."""
 
 from __future__ import annotations
 
@@ -17,13 +18,16 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bertgeom import figures  # noqa: E402
+from bertgeom.config import execution_only, leaf_keys, load_schema  # noqa: E402
 from bertgeom.data.variants import spike_domains  # noqa: E402
-from bertgeom.figures import attention, classification, cone, data, directionality, distribution, gallery, tables, theme  # noqa: E402
+from bertgeom.figures import attention, classification, cone, data, directionality, distribution, gallery, registry, tables, theme  # noqa: E402
+from bertgeom.figures.draw import draw_figure  # noqa: E402
 from bertgeom.io import write_parquet  # noqa: E402
 from bertgeom.stats.aggregate import aggregate_seeds  # noqa: E402
-from bertgeom.stats.attention import GATES, gate_agreement  # noqa: E402
+from bertgeom.stats.attention import GATES  # noqa: E402
+from bertgeom.stats.matching import gate_agreement, head_matching  # noqa: E402
 from bertgeom.tokens import token_map  # noqa: E402
+from workflow import snakemake  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["GH", "Lambda", "Mu", "Alpha"]
@@ -90,8 +94,8 @@ def test_class_palette_distinct_and_ordered():
     assert list(eight.values()) == theme.OKABE_ITO
     twelve = theme.class_palette([str(i) for i in range(12)])
     assert len(set(twelve.values())) == 12
-    gates = theme.category_palette(["a", "mixed", "b"], neutral="mixed")
-    assert gates == {"a": theme.TOL_MUTED[0], "b": theme.TOL_MUTED[1], "mixed": theme.GREY}
+    gates = theme.category_palette(["a", "none", "b"], neutral="none")
+    assert gates == {"a": theme.TOL_MUTED[0], "b": theme.TOL_MUTED[1], "none": theme.GREY}
     with pytest.raises(ValueError, match="10 categories"):
         theme.category_palette([str(i) for i in range(10)])
 
@@ -301,6 +305,10 @@ def test_probe_silhouette_lines_are_the_means_along_the_stream():
     chance = [l for l in ax_probe.get_lines() if l.get_label() == "chance"][0]
     np.testing.assert_allclose(chance.get_ydata(), 0.25)
     assert [t.get_text() for t in ax_sil.get_xticklabels()] == ["emb", "0", "1"]
+    undefined = distribution_all_seeds()
+    undefined.loc[(undefined["stage"] == "input") & (undefined["pooling"] == "cls"), ["mean", "ci_low", "ci_high"]] = np.nan
+    cls = [l for l in distribution.plot_probe_silhouette(undefined).axes[0].get_lines() if l.get_label() == "[CLS]"][0]
+    assert np.isnan(cls.get_ydata()[0]) and cls.get_ydata()[1] == pytest.approx(0.505)  # a gap, not 0
     without_input = distribution_all_seeds().query("stage != 'input'")  # stats.distribution_stages may omit it
     ax_sil = distribution.plot_probe_silhouette(without_input).axes[1]
     assert [t.get_text() for t in ax_sil.get_xticklabels()] == ["0", "1"]
@@ -325,12 +333,18 @@ def test_embedding_scatter_every_sequence_once_per_panel():
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == CLASSES + ["misclassified"]
     assert "seed 7" in fig._suptitle.get_text()
+    undefined = pd.concat(frames, ignore_index=True)
+    undefined.loc[(undefined["layer"] == 0) & (undefined["stage"] == "input"), ["x", "y"]] = np.nan
+    fig = distribution.plot_embedding(undefined, CLASSES, "pca", seed=7)  # embeddings: a degenerate cloud
+    first = fig.axes[0]
+    assert first.get_title() == "embeddings" and "undefined" in first.texts[0].get_text()
+    assert not any(np.isfinite(np.ma.filled(c.get_offsets(), np.nan)).any() for c in first.collections)
 
 
 # ---- attention -------------------------------------------------------------------------------------
 def gates_table(seeds=(0, 1, 2), layers=2, heads=4) -> pd.DataFrame:
     rows = []
-    labels = list(GATES) + ["mixed"]
+    labels = list(GATES) + ["none"]
     for seed in seeds:
         for layer in range(layers):
             for head in range(heads):
@@ -345,16 +359,32 @@ def gates_table(seeds=(0, 1, 2), layers=2, heads=4) -> pd.DataFrame:
 
 
 def test_gate_grid_colours_and_agreement():
-    agreement = gate_agreement(gates_table())
-    fig = attention.plot_gate_grid(agreement)
+    table = gates_table()
+    agreement = gate_agreement(table, head_matching(table, 0), table[table["seed"] == 0])
+    fig = attention.plot_gate_grid(agreement, reference_seed=0)
     assert_readable(fig)
     ax = fig.axes[0]
     codes = np.asarray(ax.images[0].get_array())
     order = list(attention.GATE_COLOURS)
     assert order[int(codes[0, 0])] == "directional"  # 2 of 3 seeds
-    assert order[int(codes[1, 3])] == "mixed"
+    assert order[int(codes[1, 3])] == "none"
     texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
     assert texts[(0, 0)] == "67%" and texts[(1, 1)] == "all"
+    assert "matched to seed 0" in ax.get_xlabel()
+
+
+def test_row_gates_stacked_shares_per_head():
+    labels = ["backward_contextual", "forward_contextual", "instance", "closed", "open", "multiple", "none"]
+    rows = [{"layer": layer, "head": head, "label": label, "measure": "share", "n_seeds": 2,
+             "mean": {"backward_contextual": 0.25, "open": 0.75}.get(label, 0.0) if head == 1 else float(label == "open")}
+            for layer in range(2) for head in range(3) for label in labels]  # fmt: skip
+    rows.append({"layer": 0, "head": 0, "label": "closed", "measure": "null_share", "mean": 0.5, "n_seeds": 2})
+    fig = attention.plot_row_gates(pd.DataFrame(rows))
+    assert_readable(fig)
+    first = fig.axes[0]
+    bars = {(round(p.get_x() + p.get_width() / 2), round(p.get_y(), 3), round(p.get_height(), 3)) for p in first.patches}
+    assert (1, 0.0, 0.25) in bars and (1, 0.25, 0.75) in bars  # head 1: a quarter backward, then open
+    assert (0, 0.0, 1.0) in bars and not any(b[0] == 0 and b[1] > 0 and b[2] > 0 for b in bars)
 
 
 def test_k90_violins_one_violin_per_head():
@@ -375,9 +405,9 @@ def test_gallery_picks_the_best_head_of_each_gate():
     assert (picks.loc["directional", ["layer", "head"]] == [0, 0]).all()
     assert (picks.loc["open", ["layer", "head"]] == [0, 1]).all()
     assert picks.loc["closed", "label"] == "closed"
-    no_label = gates.assign(gate="mixed")
+    no_label = gates.assign(gate="none")
     picks = attention.pick_gallery_heads(no_label).set_index("gate")
-    assert (picks["label"] == "mixed").all()  # falls back to the highest score overall
+    assert (picks["label"] == "none").all()  # falls back to the highest score overall
 
 
 def test_aa_ticks_known_positions():
@@ -429,14 +459,19 @@ def test_gallery_from_files(tmp_path):
         attention.read_class_matrices(inputs.class_attention, 1, [(5, 0)])
 
 
-def test_attention_entropy_layer_mean_over_heads_and_seeds():
-    rows = [{"seed": s, "layer": layer, "head": h, "source": "all", "measure": "entropy", "value": 0.1 * layer + 0.01 * h + 0.001 * s}
-            for s in (0, 1, 2) for layer in range(3) for h in range(4)]
-    fig = attention.plot_attention_entropy(pd.DataFrame(rows))
+def test_attention_entropy_layer_mean_over_heads_and_seeds(tmp_path):
+    """From the across-seed table the workflow writes (aggregate_seeds), read as rule fig_attention_entropy reads it."""
+    rows = [{"seed": s, "layer": layer, "head": h, "source": source, "measure": measure, "value": 0.1 * layer + 0.01 * h + 0.001 * s}
+            for s in (0, 1, 2) for layer in range(3) for h in range(4) for source in ("all", "subset") for measure in ("entropy", "k90")]
+    write_parquet(aggregate_seeds(pd.DataFrame(rows), 0.9), tmp_path / "attention_patterns.parquet")
+    fig = attention.make_attention_entropy(SimpleNamespace(patterns=tmp_path / "attention_patterns.parquet"), SimpleNamespace(ci=0.9))
     assert_readable(fig)
-    line = fig.axes[0].get_lines()[0]
+    ax = fig.axes[0]
+    line = [line for line in ax.get_lines() if line.get_label() == "mean over the layer's heads"][0]
     np.testing.assert_allclose(line.get_ydata(), [0.016, 0.116, 0.216])
-    assert len(fig.axes[0].collections[0].get_offsets()) == 12  # one dot per head
+    dots = [c for c in ax.collections if len(c.get_offsets()) == 12]  # one dot per head
+    np.testing.assert_allclose(np.sort(dots[0].get_offsets()[:, 1]), np.sort([0.1 * layer + 0.01 * h + 0.001 for layer in range(3) for h in range(4)]))
+    assert "3 seeds" in ax.get_title() and "90% CI" in ax.get_legend_handles_labels()[1][0]
 
 
 def test_domain_attention_marks_heads_significant_in_every_seed():
@@ -448,7 +483,7 @@ def test_domain_attention_marks_heads_significant_in_every_seed():
                 for name in names:
                     significant = (name, layer, head) == ("RBD", 1, 2) or (seed == 0 and (layer, head) == (0, 0))
                     rows.append((seed, layer, head, name, "ratio", 2.0 if name == "RBD" else 0.5))
-                    rows.append((seed, layer, head, name, "p_bonferroni", 0.001 if significant else 0.5))
+                    rows.append((seed, layer, head, name, "significant", 1.0 if significant else 0.0))
     table = pd.DataFrame(rows, columns=["seed", "layer", "head", "domain", "measure", "value"])
     fig = attention.plot_domain_attention(table, ["SP", "RBD", "NTD"])
     assert_readable(fig)
@@ -462,6 +497,7 @@ def test_domain_attention_marks_heads_significant_in_every_seed():
 
 # ---- directionality -------------------------------------------------------------------------------------
 def directionality_table(seeds=(0, 1), layers=2, heads=3) -> pd.DataFrame:
+    """An across-seed directionality table as the workflow builds it: per-seed rows -> aggregate_seeds."""
     rows = []
     for seed in seeds:
         for layer in range(layers):
@@ -471,7 +507,7 @@ def directionality_table(seeds=(0, 1), layers=2, heads=3) -> pd.DataFrame:
                     values = {"directionality_index": x + shift, "qk_asymmetry": x / 2, "eig_pos_mass": 0.5 + 0.01 * seed,
                               "angle_min": 10.0 + seed, "angle_median": 45.0 + shift * 100, "angle_max": 80.0}
                     rows += [(seed, layer, head, variant, m, v) for m, v in values.items()]
-    return pd.DataFrame(rows, columns=["seed", "layer", "head", "variant", "measure", "value"])
+    return aggregate_seeds(pd.DataFrame(rows, columns=["seed", "layer", "head", "variant", "measure", "value"]), 0.95)
 
 
 def test_directionality_index_heatmaps():
@@ -502,22 +538,17 @@ def test_directionality_original_one_point_per_head():
 
 
 # ---- entry point ------------------------------------------------------------------------------------
-def test_run_draws_a_figure_and_logs(tmp_path):
+def test_draw_figure_writes_png_and_pdf(tmp_path):
     qc_path = tmp_path / "qc.tsv"
     qc_table().to_csv(qc_path, sep="\t", index=False)
-    out = SimpleNamespace(png=str(tmp_path / "out" / "data_qc.png"), pdf=str(tmp_path / "out" / "data_qc.pdf"))
-    snakemake = SimpleNamespace(
-        input=SimpleNamespace(qc=str(qc_path)), output=out, log=[str(tmp_path / "log.txt")],
-        params=SimpleNamespace(figure="data_qc", classes=CLASSES),
-        config={"figures": {"dpi": 60, "context": "paper"}, "data": {"source": "synthetic"}},
-    )
-    figures.run(snakemake)
-    assert Path(out.png).read_bytes().startswith(PNG_SIGNATURE)
-    assert Path(out.pdf).read_bytes().startswith(b"%PDF")
-    assert "figure data_qc" in (tmp_path / "log.txt").read_text()
-    snakemake.params.figure = "no_such_figure"
+    png, pdf = str(tmp_path / "out" / "data_qc.png"), str(tmp_path / "out" / "data_qc.pdf")
+    draw = dict(inputs={"qc": str(qc_path)}, options={"classes": CLASSES}, png=png, pdf=pdf, dpi=60, context="paper",
+                source="synthetic")  # fmt: skip
+    draw_figure("data_qc", **draw)
+    assert Path(png).read_bytes().startswith(PNG_SIGNATURE)
+    assert Path(pdf).read_bytes().startswith(b"%PDF")
     with pytest.raises(ValueError, match="unknown figure id 'no_such_figure'"):
-        figures.run(snakemake)
+        draw_figure("no_such_figure", **draw)
 
 
 # ---- README gallery -------------------------------------------------------------------------------------
@@ -536,17 +567,64 @@ def test_gallery_thumbnails(tmp_path):
     assert set(gallery.GALLERY) <= {row["id"] for row in catalogue()}
 
 
-# ---- catalogue ----------------------------------------------------------------------------------------
-def test_catalogue_matches_rules_captions_and_code():
-    rows = catalogue()
-    ids = [row["id"] for row in rows]
+# ---- registry and catalogue ------------------------------------------------------------------------
+def non_figure_captions() -> set[str]:
+    """Captions in report/ that are not a figure's: the report's front page and the captions of the
+    hand-written rules (e.g. metrics_table)."""
+    rules_text = "\n".join(p.read_text() for p in [ROOT / "Snakefile", *(ROOT / "rules").glob("*.smk")])
+    return set(re.findall(r'(?:caption=|report: )"(?:\.\./)?report/(\w+)\.rst"', rules_text))
+
+
+def test_registry_catalogue_and_captions_agree():
+    ids = [figure.id for figure in registry.FIGURES]
     assert len(ids) == len(set(ids)) >= 19
-    rules_text = (ROOT / "rules" / "figures.smk").read_text()
-    rule_names = set(re.findall(r"^rule (\w+):", rules_text, flags=re.M))
+    rows = catalogue()
+    assert sorted(row["id"] for row in rows) == sorted(ids), "docs/figures.md and the registry differ"
     for row in rows:
-        assert row["rule"] == f"fig_{row['id']}" and row["rule"] in rule_names, row
+        assert row["rule"] == f"fig_{row['id']}", row
         assert row["output"] == f"`results/figures/{row['id']}.png` `.pdf`", row
-        assert (ROOT / "report" / f"{row['id']}.rst").stat().st_size > 100, row
-        assert row["id"] in figures.FIGURES, row
-    assert {r for r in rule_names if r.startswith("fig_")} == {f"fig_{i}" for i in ids}
-    assert set(figures.FIGURES) == set(ids)
+    captions = {p.stem for p in (ROOT / "report").glob("*.rst")}
+    assert {"workflow", "metrics_table"} <= non_figure_captions()
+    assert captions - non_figure_captions() == set(ids), "report/ captions and the registry differ"
+    for figure in registry.FIGURES:
+        assert (ROOT / figure.caption).stat().st_size > 100, figure.caption
+
+
+def test_registry_entries_name_real_functions_keys_and_placeholders():
+    schema = load_schema()
+    keys = set(leaf_keys(schema))
+    for figure in registry.FIGURES:
+        assert re.fullmatch(r"[a-z0-9_]+", figure.id), figure
+        assert callable(registry.drawing_function(figure.id)), figure
+        assert re.fullmatch(r"\d\. [A-Z][\w -]+", figure.category) and figure.subcategory, figure
+        for name, key in figure.params.items():
+            assert key in keys and not execution_only(schema, key), (figure.id, name, key)
+        asked = []
+        inputs = registry.rule_inputs(figure, seeds=[3, 7], example_seed=7, config_file=asked.append)
+        assert set(inputs) == set(figure.inputs), figure
+        assert set(asked) <= keys, figure
+    with pytest.raises(ValueError, match="unknown figure id 'no_such_figure'"):
+        registry.drawing_function("no_such_figure")
+
+
+def test_rule_inputs_fill_the_patterns():
+    by_id = registry.REGISTRY
+    files = {"data.variants": "/abs/variants.yaml"}
+    inputs = registry.rule_inputs(by_id["domain_attention"], [3, 7], 7, files.get)
+    assert inputs == {"domains": ["results/stats/seed3/domain_attention.parquet",
+                                  "results/stats/seed7/domain_attention.parquet"],
+                      "variants": "/abs/variants.yaml",
+                      "matching": "results/stats/all_seeds/head_matching.parquet"}  # fmt: skip
+    inputs = registry.rule_inputs(by_id["attention_gallery"], [3, 7], 7, files.get)
+    assert inputs["gates"] == "results/stats/seed7/gates.parquet"
+    assert inputs["token_map"] == "results/tokens/token_map.parquet"
+    typo = registry.Figure("typo", "data.make_data_qc", "1. Data", "Data set", inputs={"qc": "seed{seeds}/qc.tsv"})
+    with pytest.raises(ValueError, match=r"figure typo: input qc .*\['seeds'\]"):
+        registry.rule_inputs(typo, [3], 3, files.get)
+
+
+def test_figure_rules_are_generated_from_the_registry(tmp_path):
+    result = snakemake(tmp_path, "--list-rules")
+    rules = set(re.findall(r"^(\w+)", result.stdout, re.M))
+    assert {r for r in rules if r.startswith("fig_")} == {f"fig_{i}" for i in registry.FIGURE_IDS}
+    assert {"metrics_table", "all"} <= rules

@@ -1,7 +1,6 @@
 """bertgeom.tokens: k-mer tokenization (worked example, agreement with AutoTokenizer), splits, outputs."""
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -216,22 +215,15 @@ def write_spike_parquet(path, spike, per_class=12, seed=0):
     return pd.DataFrame(rows)
 
 
-def run_stage(tmp_path, root, init="scratch", pretrained="", base=None, **cfg):
+def run_stage(tmp_path, root, base=None, **cfg):
     out = tmp_path / "results" / "tokens"
     names = ["train", "val", "test", "kmer_counts", "token_map"]
-    output = {name: str(out / f"{name}.parquet") for name in names}
-    output.update({name: str(out / f"{name}.json") for name in ["tokenizer", "tokenizer_config", "special_tokens_map"]})
+    outputs = {name: str(out / f"{name}.parquet") for name in names}
+    outputs.update({name: str(out / f"{name}.json") for name in ["tokenizer", "tokenizer_config", "special_tokens_map"]})
     token_cfg = dict(k=12, stride=9, max_length=512, min_count=1, test_fraction=0.2, val_fraction=0.15, split_seed=42)
     token_cfg.update(cfg)
-    snakemake = SimpleNamespace(
-        input=SimpleNamespace(spike=str(tmp_path / "spike.parquet"), variants=str(root / "resources" / "variants.yaml"),
-                              base=base or []),
-        output=SimpleNamespace(**output),
-        params=SimpleNamespace(tokens=token_cfg, classes=CLASSES, init=init, pretrained=pretrained),
-        log=[str(tmp_path / "logs" / "split_and_tokenize.log")],
-        config={"tokens": token_cfg},
-    )  # fmt: skip
-    tokens.run(snakemake)
+    variants = str(root / "resources" / "variants.yaml")
+    tokens.split_and_tokenize(tmp_path / "spike.parquet", variants, outputs, CLASSES, token_cfg, base)
     return out
 
 
@@ -278,7 +270,7 @@ def test_run_writes_outputs_as_documented(tmp_path, root, spike):
 def test_run_min_count_and_pretrained(tmp_path, root, spike):
     write_spike_parquet(tmp_path / "spike.parquet", spike)
     base = write_wordpiece_vocab(tmp_path / "base")
-    out = run_stage(tmp_path, root, init="pretrained", base=str(tmp_path / "base"), min_count=3)
+    out = run_stage(tmp_path, root, base=str(tmp_path / "base"), min_count=3)
     counts = pq.read_table(out / "kmer_counts.parquet").to_pandas()
     assert counts["in_vocab"].tolist() == (counts["count"] >= 3).tolist() and not counts["in_vocab"].all()
     tok = KmerTokenizer.load(out)

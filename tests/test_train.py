@@ -1,6 +1,8 @@
 """Training: one step learns, batches trim without changing outputs, determinism, kill-and-resume,
 pretrained initialisation. Everything on a tiny model and a small token set built here."""
 
+import logging
+import shutil
 from importlib.metadata import version
 from pathlib import Path
 
@@ -40,6 +42,14 @@ def make_config(**train) -> dict:
     }
     validate(config, str(ROOT / "config" / "config.schema.yaml"))
     return config
+
+
+def fit_config(config: dict, seed: int, tokens: Path, out_dir: Path, ckpt_dir: Path) -> dict:
+    """train_seed as the train rule calls it, from a whole validated config."""
+    return train_seed(
+        tokens / "train.parquet", tokens / "val.parquet", tokens, out_dir, ckpt_dir,
+        config["classes"], config["model"], config["train"], seed,
+    )  # fmt: skip
 
 
 def make_tokens(
@@ -135,7 +145,7 @@ def test_same_seed_gives_identical_weights(tokens, tmp_path):
     config = make_config()
     hashes = []
     for run, seed in [("a", 0), ("b", 0), ("c", 1)]:
-        info = train_seed(config, seed, tokens, tmp_path / run, tmp_path / f"ckpt-{run}")
+        info = fit_config(config, seed, tokens, tmp_path / run, tmp_path / f"ckpt-{run}")
         hashes.append(io.sha256_file(tmp_path / run / "model.safetensors"))
         assert not (tmp_path / f"ckpt-{run}").exists()  # checkpoints go once the model is saved
     assert hashes[0] == hashes[1] != hashes[2]
@@ -148,14 +158,14 @@ def test_same_seed_gives_identical_weights(tokens, tmp_path):
 
 
 def test_the_loop_learns_the_signal(tokens, tmp_path):
-    info = train_seed(make_config(epochs=8, lr=1e-2), 0, tokens, tmp_path / "m", tmp_path / "ckpt")
+    info = fit_config(make_config(epochs=8, lr=1e-2), 0, tokens, tmp_path / "m", tmp_path / "ckpt")
     assert info["epochs"][-1]["val_accuracy"] == 1.0
     assert info["epochs"][-1]["val_loss"] < info["epochs"][0]["val_loss"]
 
 
 def test_kill_and_resume_equals_uninterrupted(tokens, tmp_path, monkeypatch):
     config = make_config(epochs=3)
-    train_seed(config, 0, tokens, tmp_path / "whole", tmp_path / "ckpt-whole")
+    fit_config(config, 0, tokens, tmp_path / "whole", tmp_path / "ckpt-whole")
 
     real_step, calls, kill_at = train_mod.train_step, [], [6 + 3]  # 6 steps per epoch: 3rd step of epoch 2
 
@@ -167,13 +177,13 @@ def test_kill_and_resume_equals_uninterrupted(tokens, tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_mod, "train_step", dies_in_epoch_2)
     with pytest.raises(Killed):
-        train_seed(config, 0, tokens, tmp_path / "resumed", tmp_path / "ckpt")
+        fit_config(config, 0, tokens, tmp_path / "resumed", tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch1.json", "epoch1.safetensors"]
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
 
     calls.clear()
     kill_at.clear()
-    info = train_seed(config, 0, tokens, tmp_path / "resumed", tmp_path / "ckpt")
+    info = fit_config(config, 0, tokens, tmp_path / "resumed", tmp_path / "ckpt")
     assert info["resumed_from_epoch"] == 1 and len(calls) == 2 * 6  # only epochs 2 and 3 were run
     assert io.sha256_file(tmp_path / "resumed" / "model.safetensors") == io.sha256_file(
         tmp_path / "whole" / "model.safetensors"
@@ -195,9 +205,9 @@ def test_checkpoint_of_another_config_is_not_resumed(tokens, tmp_path, monkeypat
 
     monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
-        train_seed(make_config(), 0, tokens, tmp_path / "m", tmp_path / "ckpt")
+        fit_config(make_config(), 0, tokens, tmp_path / "m", tmp_path / "ckpt")
     monkeypatch.setattr(train_mod, "save_checkpoint", original)
-    info = train_seed(make_config(lr=1e-3), 0, tokens, tmp_path / "m", tmp_path / "ckpt")
+    info = fit_config(make_config(lr=1e-3), 0, tokens, tmp_path / "m", tmp_path / "ckpt")
     assert info["resumed_from_epoch"] == 0 and info["steps"] == 12
 
 
@@ -242,7 +252,7 @@ def test_pretrained_init_extends_vocabulary_keeping_rows(tmp_path):
     make_tokens(tmp_path / "tokens", tokenizer=tokenizer)
     config = make_config(epochs=1)
     config["model"] = model_cfg
-    train_seed(config, 0, tmp_path / "tokens", tmp_path / "m", tmp_path / "ckpt")
+    fit_config(config, 0, tmp_path / "tokens", tmp_path / "m", tmp_path / "ckpt")
     trained = BertForSequenceClassification.from_pretrained(tmp_path / "m")
     assert trained.config.vocab_size == len(tokenizer)
 
@@ -261,3 +271,45 @@ def test_bad_inputs_are_clear_errors(tokens, tmp_path):
         build_model(
             {"init": "pretrained", "pretrained": str(tmp_path / "nowhere")}, CLASSES, KmerTokenizer.load(tokens), 0
         )
+
+
+def test_damaged_checkpoint_is_discarded_for_the_one_before(tokens, tmp_path, monkeypatch, caplog):
+    """Killed between writing epoch 2's checkpoint and deleting epoch 1's, with epoch 2's JSON then cut
+    short: training resumes from epoch 1, the damaged files are deleted, the result is unchanged."""
+    config = make_config(epochs=3)
+    fit_config(config, 0, tokens, tmp_path / "whole", tmp_path / "ckpt-whole")
+    original, saved = train_mod.save_checkpoint, tmp_path / "epoch1-copy"
+
+    def save_then_die(ckpt_dir, epoch, *args, **kwargs):
+        original(ckpt_dir, epoch, *args, **kwargs)
+        if epoch == 1:
+            shutil.copytree(ckpt_dir, saved)
+        if epoch == 2:
+            raise Killed("killed")
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        fit_config(config, 0, tokens, tmp_path / "m", tmp_path / "ckpt")
+    monkeypatch.setattr(train_mod, "save_checkpoint", original)
+    for path in saved.iterdir():
+        shutil.copy(path, tmp_path / "ckpt")
+    latest = tmp_path / "ckpt" / "epoch2.json"
+    latest.write_text(latest.read_text()[:100])
+    caplog.set_level(logging.WARNING)
+    info = fit_config(config, 0, tokens, tmp_path / "m", tmp_path / "ckpt")
+    assert info["resumed_from_epoch"] == 1
+    assert f"{latest}: unreadable" in caplog.text and "discarded" in caplog.text
+    assert io.sha256_file(tmp_path / "m" / "model.safetensors") == io.sha256_file(tmp_path / "whole" / "model.safetensors")
+
+
+def test_select_device_names_the_setting(monkeypatch):
+    """One device picker (bertgeom.model.select_device) for training, evaluation, the dump and predict."""
+    from bertgeom.model import select_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    assert select_device("cpu", "config train.device") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"config activations\.device: 'cuda' requested but torch sees no CUDA device"):
+        select_device("cuda", "config activations.device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("cuda")

@@ -7,16 +7,13 @@ still runs in `make test`; deselect with `-m "not slow"`).
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from workflow import snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 5_000  # a drawn figure at 72 dpi; an empty canvas is well under this
 
@@ -24,23 +21,6 @@ MIN_PNG_BYTES = 5_000  # a drawn figure at 72 dpi; an empty canvas is well under
 def catalogue_ids() -> list[str]:
     text = (ROOT / "docs" / "figures.md").read_text()
     return re.findall(r"^\|\s*`([a-z0-9_]+)`\s*\|", text, flags=re.M)
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    command = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(ROOT / "config" / "tiny.yaml"), *args]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
-    return result
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("tiny_workflow")
-    snakemake(workdir, "--cores", "2")
-    snakemake(workdir, "--cores", "1", "--report", str(workdir / "report.html"))
-    return workdir
 
 
 @pytest.mark.slow

@@ -18,8 +18,8 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from bertgeom import io
-from bertgeom.model import load_model, predict_probs
-from bertgeom.train import load_split, select_device
+from bertgeom.model import load_model, predict_probs, select_device
+from bertgeom.train import load_split
 
 log = logging.getLogger("bertgeom.evaluate")
 
@@ -84,7 +84,7 @@ def evaluate_split(
     device: str = "auto",
 ) -> tuple[pa.Table, dict]:
     """(predictions table, metrics) of the model in `model_dir` on one tokens parquet."""
-    model = load_model(model_dir, select_device(device))
+    model = load_model(model_dir, select_device(device, "config train.device"))
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if names != list(classes):
         raise ValueError(f"{model_dir}: model classes {names} differ from config classes {list(classes)}")
@@ -95,26 +95,25 @@ def evaluate_split(
     return table, {"split": Path(tokens_path).stem, "model_dir": str(model_dir), **metrics}
 
 
-def run(snakemake) -> None:
-    """Snakemake entry point (scripts/evaluate.py)."""
-    with io.job_log(snakemake.log[0]):
-        config = snakemake.config
-        torch.set_num_threads(snakemake.threads)
-        model_dir = Path(snakemake.input["model"]).parent
-        table, metrics = evaluate_split(
-            model_dir,
-            snakemake.input["test"],
-            config["classes"],
-            config["train"]["eval_batch_size"],
-            config["train"]["device"],
-        )
-        meta = io.provenance(config, model_dir, split="test")
-        io.write_parquet(table, snakemake.output["predictions"], meta)
-        io.write_json(snakemake.output["metrics"], {**metrics, "provenance": meta})
-        log.info(
-            "seed %s test: accuracy %.4f, macro-F1 %.4f over %d sequences",
-            snakemake.wildcards.seed,
-            metrics["accuracy"],
-            metrics["macro_f1"],
-            metrics["n"],
-        )
+def evaluate(
+    model_dir: str | Path,
+    test: str | Path,
+    predictions_out: str | Path,
+    metrics_out: str | Path,
+    classes: list[str],
+    batch_size: int = 32,
+    device: str = "auto",
+) -> dict:
+    """Rule evaluate: predictions.parquet and metrics.json of one model on the test split."""
+    table, metrics = evaluate_split(model_dir, test, classes, batch_size, device)
+    meta = io.provenance({"classes": classes}, model_dir, split="test")
+    io.write_parquet(table, predictions_out, meta)
+    io.write_json(metrics_out, {**metrics, "provenance": meta})
+    log.info(
+        "%s on the test split: accuracy %.4f, macro-F1 %.4f over %d sequences",
+        model_dir,
+        metrics["accuracy"],
+        metrics["macro_f1"],
+        metrics["n"],
+    )
+    return metrics

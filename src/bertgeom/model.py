@@ -2,8 +2,10 @@
 
 The classifier is transformers' `BertForSequenceClassification` with `id2label` = the config's
 classes, so every saved model directory loads with `from_pretrained(dir)` (add
-`attn_implementation="eager"` to get attention matrices; the activations stage uses eager computed
-in place, bertgeom.activations.EXACT_ATTENTION).
+`attn_implementation="eager"` to get attention matrices). `load_model(dir,
+attn_implementation=EXACT_ATTENTION)` runs transformers' eager attention computed in place, the
+activations stage's kernel: bit-identical to eager, registered with transformers here, when a model
+asks for it.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import logging
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import AttentionInterface, AttentionMaskInterface, BertConfig, BertForSequenceClassification
+from transformers.masking_utils import eager_mask
 
 from bertgeom.tokens import load_base_vocab
 
 log = logging.getLogger("bertgeom.model")
+
+EXACT_ATTENTION = "bertgeom_eager"  # attn_implementation of eager_attention_in_place
 
 # Architectures for `model.init: scratch`. `base` is bert-base (12 layers, 12 heads, 768) with its
 # dropouts. tiny/small drop attention-probability dropout: a dropout mask on the [batch, heads, L, L]
@@ -50,6 +55,45 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def select_device(setting: str = "auto", key: str = "device") -> torch.device:
+    """The torch device of a setting (`key` names it in errors): `auto` is CUDA when available, else CPU."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{key}: 'cuda' requested but torch sees no CUDA device")
+    return torch.device(setting)
+
+
+def eager_attention_in_place(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers' eager_attention_forward for BERT, with the scores scaled, masked and softmaxed in place.
+
+    query, key, value: [batch, head, seq, d_head]; attention_mask: additive [batch, 1, query, key].
+    Returns (Z [batch, query, head, d_head], A [batch, head, query, key]). The operations and their
+    order are eager's, so the results are bit-identical (tests). Eager fills three fresh [batch,
+    head, L, L] buffers after QK^T; on CPU that costs more than its two matmuls.
+    """
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)).mul_(scaling)
+    if attention_mask is not None:
+        scores.add_(attention_mask)
+    if scores.device.type == "cpu":
+        weights = torch.softmax(scores, dim=-1, out=scores)
+    else:  # the CUDA caching allocator makes a fresh buffer cheap; keep eager's out-of-place kernel
+        weights = torch.softmax(scores, dim=-1)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def register_attention(attn_implementation: str) -> str:
+    """Make EXACT_ATTENTION known to transformers before a model asks for it (registering twice is
+    harmless); returns the name."""
+    if attn_implementation == EXACT_ATTENTION:
+        AttentionInterface.register(EXACT_ATTENTION, eager_attention_in_place)
+        AttentionMaskInterface.register(EXACT_ATTENTION, eager_mask)
+    return attn_implementation
+
+
 def label_maps(classes: list[str]) -> tuple[dict[int, str], dict[str, int]]:
     """id2label and label2id for the config's classes (label = position in the list)."""
     return dict(enumerate(classes)), {name: i for i, name in enumerate(classes)}
@@ -78,7 +122,7 @@ def scratch_config(
         vocab_size=vocab_size,
         pad_token_id=pad_id,
         max_position_embeddings=max_length,
-        attn_implementation=attn_implementation,
+        attn_implementation=register_attention(attn_implementation),
         **labels,
         **PRESETS[preset],
     )
@@ -112,7 +156,7 @@ def load_pretrained(source: str, classes: list[str], tokenizer, attn_implementat
             num_labels=len(classes),
             id2label=id2label,
             label2id=label2id,
-            attn_implementation=attn_implementation,
+            attn_implementation=register_attention(attn_implementation),
         )
     except OSError as err:
         raise FileNotFoundError(
@@ -158,7 +202,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu", attn_i
     for name in ("config.json", "model.safetensors"):
         if not (model_dir / name).is_file():
             raise FileNotFoundError(f"{model_dir}: not a trained model directory (missing {name})")
-    model = BertForSequenceClassification.from_pretrained(model_dir, attn_implementation=attn_implementation)
+    model = BertForSequenceClassification.from_pretrained(model_dir, attn_implementation=register_attention(attn_implementation))
     return model.to(device).eval()
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -25,13 +25,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bertgeom.data.variants import SPIKE_END, SPIKE_START, spike_domains
-from bertgeom.io import fixed_size_list, job_log, provenance, write_json, write_parquet
+from bertgeom.io import file_directory, fixed_size_list, provenance, staging_directory, write_json, write_parquet
 
 log = logging.getLogger("bertgeom.tokens")
 
 # Role -> token, in the order of their ids in a vocabulary built from scratch.
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# The tokenizer files of a Hugging Face directory: {name in rules and code: file name}.
+TOKENIZER_NAMES = {name: f"{name}.json" for name in ("tokenizer", "tokenizer_config", "special_tokens_map")}
+TOKENIZER_FILES = tuple(TOKENIZER_NAMES.values())
 SPLITS = ("train", "val", "test")
 SPIKE_COLUMNS = ("seq_id", "class", "label", "lineage", "sequence")
 
@@ -326,8 +328,7 @@ class KmerTokenizer:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".tokenizer.", dir=directory) as tmp:
-            tmp = Path(tmp)
+        with staging_directory(directory / TOKENIZER_NAMES["tokenizer"]) as tmp:
             self.hf_tokenizer().save_pretrained(tmp)
             config = json.loads((tmp / "tokenizer_config.json").read_text())
             # The portable class name (transformers 4 and 5 both know it).
@@ -354,6 +355,14 @@ class KmerTokenizer:
             raise ValueError(f"{directory / 'tokenizer_config.json'}: missing k-mer keys {missing}")
         specials = {role: config.get(f"{role}_token", token) for role, token in SPECIAL_TOKENS.items()}
         return cls(model["vocab"], config["k"], config["stride"], config["max_length"], specials)
+
+
+def split_sizes(n: int, test_fraction: float, val_fraction: float) -> dict[str, int]:
+    """Sizes of the train, val and test splits of `n` sequences as stratified_split draws them
+    (scikit-learn: ceil(fraction x n) held out, test first, then val from the rest)."""
+    test = math.ceil(test_fraction * n)
+    val = math.ceil(val_fraction * (n - test))
+    return {"train": n - test - val, "val": val, "test": test}
 
 
 def stratified_split(
@@ -461,47 +470,54 @@ def split_table(spike: pd.DataFrame, ids: np.ndarray, n_tokens: np.ndarray) -> p
     )
 
 
-def run(snakemake) -> None:
-    """Snakemake entry point of rule split_and_tokenize."""
-    with job_log(snakemake.log[0]):
-        cfg, out = snakemake.params.tokens, snakemake.output
-        k, stride, max_length = cfg["k"], cfg["stride"], cfg["max_length"]
-        spike = read_spike(snakemake.input.spike)
-        log.info("%d sequences from %s", len(spike), snakemake.input.spike)
-        labels = spike["label"].to_numpy()
-        splits = stratified_split(
-            labels, cfg["test_fraction"], cfg["val_fraction"], cfg["split_seed"], snakemake.params.classes
-        )
-        log.info("split (seed %d): %s", cfg["split_seed"], {s: len(i) for s, i in splits.items()})
+def split_and_tokenize(
+    spike: str | os.PathLike,
+    variants: str | os.PathLike,
+    outputs: dict[str, str | os.PathLike],
+    classes: list[str],
+    tokens: dict,
+    base_vocab: str | None = None,
+) -> None:
+    """Rule split_and_tokenize: the stratified splits, the vocabulary and the tokenized splits.
 
-        train = spike.iloc[splits["train"]]
-        counts = count_kmers(train["sequence"].tolist(), k, stride, train["seq_id"].tolist())
-        counts["in_vocab"] = counts["count"] >= cfg["min_count"]
-        counts["rank"] = np.arange(1, len(counts) + 1, dtype=np.int64)
-        base, specials = None, None
-        if snakemake.params.init == "pretrained":
-            # input.base is the local directory when model.pretrained is one, else empty (a hub id)
-            base, specials = load_base_vocab(snakemake.input.base or snakemake.params.pretrained)
-        vocab = build_vocab(counts["kmer"][counts["in_vocab"]].tolist(), base)
-        tokenizer = KmerTokenizer(vocab, k, stride, max_length, specials)
-        log.info("%d distinct k-mers in train, %d in vocab: %r", len(counts), counts["in_vocab"].sum(), tokenizer)
+    outputs: {train, val, test, kmer_counts, token_map: parquet paths; tokenizer, tokenizer_config,
+    special_tokens_map: the tokenizer files, in one directory}. tokens: config `tokens`. base_vocab:
+    the pretrained checkpoint (directory or hub id) whose vocabulary the k-mers extend, or None.
+    """
+    k, stride, max_length = tokens["k"], tokens["stride"], tokens["max_length"]
+    tokenizer_dir = file_directory({name: outputs[name] for name in TOKENIZER_NAMES}, TOKENIZER_NAMES)
+    table = read_spike(spike)
+    log.info("%d sequences from %s", len(table), spike)
+    labels = table["label"].to_numpy()
+    splits = stratified_split(labels, tokens["test_fraction"], tokens["val_fraction"], tokens["split_seed"], classes)
+    log.info("split (seed %d): %s", tokens["split_seed"], {s: len(i) for s, i in splits.items()})
 
-        # Encode every split before writing anything: a too-long sequence fails the job with no output.
-        tables = {}
-        for name, index in splits.items():
-            start = time.perf_counter()
-            part = spike.iloc[index]
-            ids, n_tokens = tokenizer.encode(part["sequence"].tolist(), part["seq_id"].tolist())
-            tables[name] = split_table(part, ids, n_tokens)
-            unk = float((ids == tokenizer.unk_id).sum() / n_tokens.sum())
-            seconds = time.perf_counter() - start
-            log.info("%s: %d sequences in %.2f s, [UNK] share of real tokens %.4f", name, len(part), seconds, unk)
+    train = table.iloc[splits["train"]]
+    counts = count_kmers(train["sequence"].tolist(), k, stride, train["seq_id"].tolist())
+    counts["in_vocab"] = counts["count"] >= tokens["min_count"]
+    counts["rank"] = np.arange(1, len(counts) + 1, dtype=np.int64)
+    base, specials = load_base_vocab(base_vocab) if base_vocab else (None, None)
+    vocab = build_vocab(counts["kmer"][counts["in_vocab"]].tolist(), base)
+    tokenizer = KmerTokenizer(vocab, k, stride, max_length, specials)
+    log.info("%d distinct k-mers in train, %d in vocab: %r", len(counts), counts["in_vocab"].sum(), tokenizer)
 
-        sizes = {name: len(index) for name, index in splits.items()}
-        meta = provenance(snakemake.config, tokens=cfg, vocab_size=len(tokenizer), splits=sizes)
-        tokenizer.save(Path(out.tokenizer).parent)
-        for name in SPLITS:
-            write_parquet(tables[name], getattr(out, name), meta)
-        write_parquet(counts, out.kmer_counts, meta)
-        write_parquet(token_map(max_length, k, stride, spike_domains(snakemake.input.variants)), out.token_map, meta)
-        log.info("wrote %s", Path(out.tokenizer).parent)
+    # Encode every split before writing anything: a too-long sequence fails the job with no output.
+    tables = {}
+    for name, index in splits.items():
+        start = time.perf_counter()
+        part = table.iloc[index]
+        ids, n_tokens = tokenizer.encode(part["sequence"].tolist(), part["seq_id"].tolist())
+        tables[name] = split_table(part, ids, n_tokens)
+        unk = float((ids == tokenizer.unk_id).sum() / n_tokens.sum())
+        seconds = time.perf_counter() - start
+        log.info("%s: %d sequences in %.2f s, [UNK] share of real tokens %.4f", name, len(part), seconds, unk)
+
+    sizes = {name: len(index) for name, index in splits.items()}
+    settings = {"classes": classes, "tokens": tokens, "base_vocab": base_vocab}
+    meta = provenance(settings, tokens=tokens, vocab_size=len(tokenizer), splits=sizes)
+    tokenizer.save(tokenizer_dir)
+    for name in SPLITS:
+        write_parquet(tables[name], outputs[name], meta)
+    write_parquet(counts, outputs["kmer_counts"], meta)
+    write_parquet(token_map(max_length, k, stride, spike_domains(variants)), outputs["token_map"], meta)
+    log.info("wrote %s", tokenizer_dir)

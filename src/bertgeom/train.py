@@ -14,18 +14,15 @@ after a kill resumes from the last complete epoch and ends where an uninterrupte
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -33,12 +30,22 @@ from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from bertgeom import io
-from bertgeom.model import autocast, build_model, count_parameters, predict_probs, trim_batch
+from bertgeom import io, resumable
+from bertgeom.handoff import add_remote_tokenizer, make_readable
+from bertgeom.model import autocast, build_model, count_parameters, predict_probs, select_device, trim_batch
+from bertgeom.tokens import TOKENIZER_NAMES, KmerTokenizer
 
 log = logging.getLogger("bertgeom.train")
 
 LOG_COLUMNS = ["step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s"]
+# The files of a model directory: {name in rules and code: file name} (docs/outputs.md).
+MODEL_FILES = {
+    "model": "model.safetensors",
+    "config": "config.json",
+    **TOKENIZER_NAMES,
+    "train_log": "train_log.csv",
+    "training_info": "training_info.json",
+}
 
 
 @dataclass
@@ -54,29 +61,16 @@ class Split:
         return len(self.seq_ids)
 
 
-def load_split(path: str | Path, n_classes: int | None) -> Split:
-    """A tokens parquet (docs/outputs.md: seq_id, label, input_ids, n_tokens) as tensors.
+def load_split(path: str | Path, n_classes: int | None, labelled: bool = True) -> Split:
+    """A tokens parquet (docs/outputs.md: seq_id, label, input_ids, n_tokens), validated, as tensors.
 
-    Labels are checked against 0..n_classes-1; n_classes None (pre-training: labels unused) skips that.
+    labelled=False or n_classes None: the labels are not checked (background sequences for outlier
+    exposure; pre-training, which does not use them).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: tokens file not found (run the tokens stage first)")
-    table = pq.read_table(path)
-    missing = {"seq_id", "label", "input_ids", "n_tokens"} - set(table.column_names)
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)}; expected the tokens format of docs/outputs.md")
+    table, _ = io.read_tokens(path, n_classes if labelled else None, columns=io.TOKEN_COLUMNS)
     ids = io.to_matrix(table["input_ids"])
     n_tokens = table["n_tokens"].to_numpy().astype(np.int64)
     labels = table["label"].to_numpy().astype(np.int64)
-    if n_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(
-            f"{path}: labels must lie in 0..{n_classes - 1} (config classes), found {labels.min()}..{labels.max()}"
-        )
-    if len(n_tokens) and (n_tokens.min() < 2 or n_tokens.max() > ids.shape[1]):
-        raise ValueError(
-            f"{path}: n_tokens must lie in 2..{ids.shape[1]} (max_length), found {n_tokens.min()}..{n_tokens.max()}"
-        )
     return Split(
         torch.from_numpy(np.array(ids, dtype=np.int32, order="C")),  # a writable copy
         torch.from_numpy(n_tokens),
@@ -93,14 +87,6 @@ def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarr
     """
     order = np.random.default_rng([seed, epoch]).permutation(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def select_device(name: str = "auto") -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device: cuda requested but torch sees no CUDA device")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def configure_torch(device: torch.device, threads: int, deterministic: bool) -> None:
@@ -166,26 +152,30 @@ def save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, sta
         "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
         "weights_sha256": io.sha256_file(weights),
     }
-    io.write_json(ckpt_dir / f"{unit}{epoch}.json", meta)
+    resumable.write_json(ckpt_dir / f"{unit}{epoch}.json", meta)
     for old in ckpt_dir.glob(f"{unit}*.*"):
         if old.stem != f"{unit}{epoch}":
             old.unlink()
 
 
 def load_checkpoint(ckpt_dir: Path, fingerprint: str, model, optimizer, scheduler, unit: str = "epoch") -> dict | None:
-    """Restore the latest complete checkpoint made with the same fingerprint; None if there is none."""
+    """Restore the latest intact checkpoint made with the same fingerprint; None if there is none.
+
+    Temporaries of a killed save are removed first; a checkpoint whose JSON or weights fail their
+    checksums is logged, deleted and passed over for the one before it (if any).
+    """
+    io.sweep_temporaries(directories=[ckpt_dir])
     metas = sorted(ckpt_dir.glob(f"{unit}*.json"), key=lambda p: int(p.stem[len(unit) :])) if ckpt_dir.is_dir() else []
-    if not metas:
+    for path in reversed(metas):
+        meta = _intact_checkpoint(path)
+        if meta is not None:
+            break
+    else:
         return None
-    meta = json.loads(metas[-1].read_text())
-    weights = metas[-1].with_suffix(".safetensors")
     if meta.get("fingerprint") != fingerprint:
-        log.warning("%s: checkpoint from another configuration or data; starting afresh", metas[-1])
+        log.warning("%s: checkpoint from another configuration or data; starting afresh", path)
         return None
-    if not weights.is_file() or io.sha256_file(weights) != meta["weights_sha256"]:
-        log.warning("%s: checkpoint weights missing or damaged; starting afresh", weights)
-        return None
-    tensors = load_file(str(weights))
+    tensors = load_file(str(path.with_suffix(".safetensors")))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     slots: dict[int, dict] = {}
     for key, value in tensors.items():
@@ -198,7 +188,19 @@ def load_checkpoint(ckpt_dir: Path, fingerprint: str, model, optimizer, schedule
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states)
-    log.info("resuming from %s (%s %d of the run done)", metas[-1], unit, meta[unit])
+    log.info("resuming from %s (%s %d of the run done)", path, unit, meta[unit])
+    return meta
+
+
+def _intact_checkpoint(meta_path: Path) -> dict | None:
+    """A checkpoint's metadata if its JSON and its weights are intact; else None (the checkpoint deleted)."""
+    weights = meta_path.with_suffix(".safetensors")
+    try:
+        meta = resumable.read_json(meta_path)
+        resumable.check_file(weights, meta.get("weights_sha256", ""))
+    except resumable.Damaged as damage:
+        resumable.discard(damage, meta_path, weights)
+        return None
     return meta
 
 
@@ -221,11 +223,21 @@ def device_batch(split: Split, rows: np.ndarray, device: torch.device):
     return tuple(t.to(device, non_blocking=cuda) for t in tensors)
 
 
-def train_step(model, optimizer, scheduler, ids, mask, labels, grad_clip: float, device, bf16: bool):
-    """One AdamW step on one batch; returns (loss, grad_norm) as 0-d tensors (no host sync)."""
+def train_step(
+    model, optimizer, scheduler, ids, mask, labels, grad_clip: float, device, bf16: bool, outliers=None, weight=0.0
+):
+    """One AdamW step on one batch; returns (loss, grad_norm) as 0-d tensors (no host sync).
+
+    outliers: (ids, mask) of background sequences, pushed towards the uniform distribution with
+    `weight` (outlier exposure, Hendrycks et al. 2019: cross-entropy to uniform = logsumexp - mean logit).
+    """
     with autocast(device, bf16):
         logits = model(input_ids=ids, attention_mask=mask).logits
     loss = F.cross_entropy(logits.float(), labels)
+    if outliers is not None:
+        with autocast(device, bf16):
+            out = model(input_ids=outliers[0], attention_mask=outliers[1]).logits.float()
+        loss = loss + weight * (torch.logsumexp(out, dim=1) - out.mean(dim=1)).mean()
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
@@ -259,8 +271,12 @@ def fit(
     device: torch.device,
     ckpt_dir: Path,
     fingerprint: str,
+    background: Split | None = None,
 ) -> dict:
     """Train `model` in place for train_cfg["epochs"] epochs; returns the run's record.
+
+    background: sequences of no class; each step also sees batch_size // 2 of them (drawn per epoch
+    from SeedSequence([seed, 1000 + epoch])) with outlier-exposure weight train_cfg["outlier_weight"].
 
     The record has `log` (one dict per step, LOG_COLUMNS), `epochs` (validation after each epoch),
     `resumed_from_epoch`, `steps`.
@@ -291,11 +307,15 @@ def fit(
     for epoch in range(record["resumed_from_epoch"] + 1, epochs + 1):
         pending: list[tuple] = []
         mark = time.perf_counter()
-        for batch in batch_order(len(train), batch_size, seed, epoch):
+        batches = batch_order(len(train), batch_size, seed, epoch)
+        extra = outlier_batches(background, len(batches), max(1, batch_size // 2), seed, epoch)
+        for batch, out_rows in zip(batches, extra):
             ids, mask, labels = device_batch(train, batch, device)
+            outliers = device_batch(background, out_rows, device)[:2] if out_rows is not None else None
             lr = scheduler.get_last_lr()[0]
             loss, grad_norm = train_step(
-                forward, optimizer, scheduler, ids, mask, labels, train_cfg["grad_clip"], device, bf16
+                forward, optimizer, scheduler, ids, mask, labels, train_cfg["grad_clip"], device, bf16,
+                outliers, train_cfg["outlier_weight"],
             )
             step += 1
             pending.append((step, epoch, loss, lr, grad_norm, int(train.n_tokens[batch].sum())))
@@ -314,6 +334,14 @@ def fit(
     bar.close()
     record["steps"] = step
     return record
+
+
+def outlier_batches(background: Split | None, n_batches: int, size: int, seed: int, epoch: int) -> list:
+    """Rows of the background split for each step of an epoch (None everywhere without one)."""
+    if background is None or not len(background):
+        return [None] * n_batches
+    rng = np.random.default_rng([seed, 1000 + epoch])
+    return [rng.choice(len(background), size=min(size, len(background)), replace=False) for _ in range(n_batches)]
 
 
 def _flush(pending: list[tuple], rows: list[dict], mark: float, start: float, bar) -> float:
@@ -360,52 +388,62 @@ def _fmt(d: dict) -> str:
 
 
 def train_seed(
-    config: dict,
-    seed: int,
-    tokens_dir: str | Path,
+    train_path: str | Path,
+    val_path: str | Path,
+    tokenizer_dir: str | Path,
     out_dir: str | Path,
     ckpt_dir: str | Path,
+    classes: list[str],
+    model_cfg: dict,
+    train_cfg: dict,
+    seed: int,
     threads: int = 1,
+    recorded: dict | None = None,
+    background: str | Path | None = None,
 ) -> dict:
-    """Train the model of one seed from results/tokens into `out_dir`; returns training_info.
+    """Train the model of one seed on the tokens at `train_path` into `out_dir`; returns training_info.
 
-    `config` is the validated workflow config (blocks `classes`, `model`, `train`). Writes
-    model.safetensors, config.json, the tokenizer files, train_log.csv and training_info.json
-    into out_dir (each atomically), then removes `ckpt_dir`.
+    model_cfg: config `model` (init and its preset or checkpoint); train_cfg: config `train`
+    (execution-only keys included: device, compile, eval_batch_size, log_every). `recorded`: other
+    settings stored in training_info.json's `config` beside classes, model and train (the QC settings
+    and reference that `bertgeom predict` applies to new genomes). Writes model.safetensors,
+    config.json, the tokenizer files, train_log.csv and training_info.json into out_dir (each
+    atomically), then removes `ckpt_dir`. background: a tokens parquet of sequences of no class for
+    outlier exposure with weight train_cfg["outlier_weight"]; None: none.
     """
-    from bertgeom.tokens import KmerTokenizer
-
-    tokens_dir, out_dir, ckpt_dir = Path(tokens_dir), Path(out_dir), Path(ckpt_dir)
-    classes, train_cfg = config["classes"], config["train"]
-    device = select_device(train_cfg["device"])
+    out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
+    device = select_device(train_cfg["device"], "config train.device")
     configure_torch(device, threads, train_cfg["deterministic"])
-    tokenizer = KmerTokenizer.load(tokens_dir)
-    train = load_split(tokens_dir / "train.parquet", len(classes))
-    val = load_split(tokens_dir / "val.parquet", len(classes))
+    tokenizer = KmerTokenizer.load(tokenizer_dir)
+    train = load_split(train_path, len(classes))
+    val = load_split(val_path, len(classes))
     if not len(train):
-        raise ValueError(f"{tokens_dir / 'train.parquet'}: no training sequences")
+        raise ValueError(f"{train_path}: no training sequences")
+    outliers = load_split(background, len(classes), labelled=False) if background else None
     fingerprint = io.config_hash(
         {
             "classes": classes,
-            "model": config["model"],
+            "model": model_cfg,
             "train": {k: v for k, v in train_cfg.items() if k not in ("seeds", "log_every", "eval_batch_size")},
             "seed": seed,
             "device": device.type,
-            "train_sha256": io.sha256_file(tokens_dir / "train.parquet"),
+            "train_sha256": io.sha256_file(train_path),
             "vocab": len(tokenizer),
+            "background_sha256": io.sha256_file(background) if background else None,
         }
     )
-    model = build_model(config["model"], classes, tokenizer, seed).to(device)
+    model = build_model(model_cfg, classes, tokenizer, seed).to(device)
     log.info(
         "seed %d: %s model, %d parameters (%d outside the embeddings), vocabulary %d",
         seed,
-        config["model"]["init"],
+        model_cfg["init"],
         count_parameters(model),
         count_parameters(model, embeddings=False),
         len(tokenizer),
     )
     began = time.perf_counter()
-    record = fit(model, train, val, train_cfg, seed, device, ckpt_dir, fingerprint)
+    record = fit(model, train, val, train_cfg, seed, device, ckpt_dir, fingerprint, outliers)
+    config = {"classes": classes, "model": model_cfg, "train": train_cfg, **(recorded or {})}
     info = {
         "seed": seed,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -413,6 +451,7 @@ def train_seed(
         "deterministic": train_cfg["deterministic"],
         "n_train": len(train),
         "n_val": len(val),
+        "n_background": len(outliers) if outliers is not None else 0,
         "steps": record["steps"],
         "resumed_from_epoch": record["resumed_from_epoch"],
         "wall_s_this_run": time.perf_counter() - began,
@@ -446,10 +485,12 @@ def save_model_dir(
 ) -> None:
     """Model, tokenizer, the log CSV and the info JSON, each file renamed into place when complete."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".save-") as tmp:
+    with io.staging_directory(out_dir / MODEL_FILES["model"]) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save(tmp)
-        for path in Path(tmp).iterdir():
+        add_remote_tokenizer(tmp)  # AutoTokenizer(dir, trust_remote_code=True) takes raw spike sequences
+        make_readable(tmp)  # safetensors writes 0600
+        for path in tmp.iterdir():
             os.replace(path, out_dir / path.name)
     with io.atomic_path(out_dir / log_name, ".csv") as tmp:
         with open(tmp, "w", newline="") as handle:
@@ -457,17 +498,3 @@ def save_model_dir(
             writer.writeheader()
             writer.writerows(log_rows)
     io.write_json(out_dir / info_name, info)
-
-
-def run(snakemake) -> None:
-    """Snakemake entry point (scripts/train.py)."""
-    with io.job_log(snakemake.log[0]):
-        out_dir = Path(snakemake.output["model"]).parent
-        train_seed(
-            snakemake.config,
-            int(snakemake.wildcards.seed),
-            Path(snakemake.input["train"]).parent,
-            out_dir,
-            Path(snakemake.params["checkpoints"]),
-            threads=snakemake.threads,
-        )

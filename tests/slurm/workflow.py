@@ -3,7 +3,6 @@ node, the jobs of a Snakemake log, and the comparison of two results/ trees."""
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from dataclasses import dataclass
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
+
+from bertgeom.figures.registry import FIGURE_IDS
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "profiles" / "slurm" / "profile.yaml"
@@ -51,13 +52,11 @@ def fit_to_node(entries: list[str], cpus: int, mem_mb: int) -> list[str]:
 
 
 def local_rules(common: Path = ROOT / "rules" / "common.smk") -> set[str]:
-    """LOCAL_RULES of rules/common.smk, figure rules expanded from FIGURE_IDS."""
-    text = common.read_text()
-    figure_ids = ast.literal_eval(re.search(r"^FIGURE_IDS = (\[.*?\])", text, re.M | re.S).group(1))
-    block = re.search(r"^LOCAL_RULES = \[(.*?)\]", text, re.M | re.S).group(1)
+    """LOCAL_RULES of rules/common.smk, figure rules (fig_<id>) from the figure registry."""
+    block = re.search(r"^LOCAL_RULES = \[(.*?)\]", common.read_text(), re.M | re.S).group(1)
     names = set(re.findall(r'^\s*"(\w+)",', block, re.M))
     if "FIGURE_IDS" in block:
-        names |= {f"fig_{figure_id}" for figure_id in figure_ids}
+        names |= {f"fig_{figure_id}" for figure_id in FIGURE_IDS}
     return names
 
 

@@ -18,9 +18,9 @@ import pandas as pd
 
 from bertgeom.data.fasta import read_fasta, write_fasta
 from bertgeom.data.ncbi import ncbi_genomes
-from bertgeom.data.synthetic import generate_class
-from bertgeom.data.variants import class_definitions, read_reference
-from bertgeom.io import atomic_path, job_log
+from bertgeom.data.synthetic import generate_class, homoplasy_pool
+from bertgeom.data.variants import class_definitions, load_variants, read_reference
+from bertgeom.io import atomic_path
 
 log = logging.getLogger("bertgeom.data.download")
 
@@ -34,23 +34,33 @@ def synthetic_genomes(
     """Synthetic genomes of every class (settings = config data.synthetic)."""
     sequence = read_reference(reference)
     for label, class_def in enumerate(class_definitions(variants, classes)):
-        for genome in generate_class(sequence, class_def, label, settings, seed, source=str(variants)):
-            yield genome.seq_id, genome.sequence, {
-                "class": genome.class_name,
-                "lineage": genome.lineage,
-                "source": "synthetic",
-                "release_date": "",
-                "origin": f"{Path(variants).name}:{genome.class_name}:profile{genome.profile}",
-                "synthetic": True,
-                "profile": genome.profile,
-                "random_substitutions": genome.random_substitutions,
-                "n_runs": len(genome.n_runs),
-                "n_masked": sum(length for _, length in genome.n_runs),
-                "trim_5p": genome.trim_5p,
-                "trim_3p": genome.trim_3p,
-                "spike_start": genome.spike_start,
-                "spike_end": genome.spike_end,
-            }
+        pool = homoplasy_pool(sequence, load_variants(variants), class_def["name"])
+        genomes = generate_class(sequence, class_def, label, settings, seed, str(variants), pool)
+        for genome in genomes:
+            yield genome.seq_id, genome.sequence, synthetic_fields(genome, variants)
+
+
+def synthetic_fields(genome, variants: str | os.PathLike) -> dict:
+    """The manifest fields of a synthetic genome (docs/outputs.md)."""
+    return {
+        "class": genome.class_name,
+        "lineage": genome.lineage,
+        "source": "synthetic",
+        "release_date": "",
+        "origin": f"{Path(variants).name}:{genome.class_name}:profile{genome.profile}",
+        "synthetic": True,
+        "profile": genome.profile,
+        "random_substitutions": genome.random_substitutions,
+        "dropped": genome.dropped,
+        "homoplasies": genome.homoplasies,
+        "ambiguous": genome.ambiguous,
+        "n_runs": len(genome.n_runs),
+        "n_masked": sum(length for _, length in genome.n_runs),
+        "trim_5p": genome.trim_5p,
+        "trim_3p": genome.trim_3p,
+        "spike_start": genome.spike_start,
+        "spike_end": genome.spike_end,
+    }
 
 
 def check_fasta_config(classes: list[str], fasta: dict[str, str]) -> None:
@@ -69,13 +79,14 @@ def check_fasta_config(classes: list[str], fasta: dict[str, str]) -> None:
         )
 
 
-def fasta_genomes(classes: list[str], fasta: dict[str, str]) -> Iterator[Record]:
-    """The records of each class's FASTA file (ids must be unique across all the files)."""
+def fasta_genomes(classes: list[str], fasta: dict[str, str], strip_gaps: bool = False) -> Iterator[Record]:
+    """The records of each class's FASTA file (ids must be unique across all the files); alignment
+    gaps are an error unless `strip_gaps` (then removed)."""
     check_fasta_config(classes, fasta)
     origin_of: dict[str, str] = {}
     for name in classes:
         path = str(fasta[name])
-        for seq_id, sequence in read_fasta(path):
+        for seq_id, sequence in read_fasta(path, strip_gaps):
             if seq_id in origin_of:
                 raise ValueError(
                     f"{path}: record id {seq_id!r} is also in {origin_of[seq_id]}; ids must be unique across data.fasta files"
@@ -129,39 +140,33 @@ def write_genomes(
 
 
 def download(
-    config: dict,
     fasta_out: str | os.PathLike,
     manifest_out: str | os.PathLike,
     reference: str | os.PathLike,
     variants: str | os.PathLike,
+    classes: list[str],
+    data: dict,
     fasta: dict[str, str] | None = None,
     cache_dir: str | os.PathLike | None = None,
+    ncbi_run: dict | None = None,
 ) -> pd.DataFrame:
-    """Make genomes.fasta and manifest.tsv for config data.source (config validated, defaults filled)."""
-    data, classes = config["data"], config["classes"]
+    """Make genomes.fasta and manifest.tsv for `data["source"]`.
+
+    data: {"source", "seed", and the source's settings block: "synthetic" (config data.synthetic)
+    or "ncbi" (config data.ncbi); for source fasta "strip_gaps" (config data.strip_gaps)};
+    fasta: {class: path} for source fasta; ncbi_run: the NCBI
+    client's execution settings (timeout_s, max_retries, batch_size).
+    """
     source = data["source"]
     log.info("data.source %s, %d classes: %s", source, len(classes), classes)
     if source == "synthetic":
         records = synthetic_genomes(classes, reference, variants, data["synthetic"], data["seed"])
     elif source == "ncbi":
         cache_dir = cache_dir or Path(fasta_out).parent / "ncbi_cache"
-        records = ncbi_genomes(classes, class_definitions(variants, classes), data["ncbi"], data["seed"], cache_dir)
+        settings = {**data["ncbi"], **(ncbi_run or {})}
+        records = ncbi_genomes(classes, class_definitions(variants, classes), settings, data["seed"], cache_dir)
     elif source == "fasta":
-        records = fasta_genomes(classes, fasta if fasta is not None else data["fasta"])
+        records = fasta_genomes(classes, fasta or {}, data["strip_gaps"])
     else:
         raise ValueError(f"config data.source: unknown source {source!r} (expected synthetic, ncbi or fasta)")
     return write_genomes(records, fasta_out, manifest_out)
-
-
-def run(snakemake) -> None:
-    """Snakemake entry point of rule download."""
-    with job_log(snakemake.log[0]):
-        download(
-            snakemake.config,
-            snakemake.output.fasta,
-            snakemake.output.manifest,
-            snakemake.input.reference,
-            snakemake.input.variants,
-            fasta=dict(snakemake.params.fasta),
-            cache_dir=snakemake.params.cache_dir,
-        )

@@ -10,8 +10,9 @@ Endpoints (https://api.ncbi.nlm.nih.gov/datasets/v2):
 Politeness and robustness: at most 5 requests/s (10 with an API key, read from the environment
 variable NCBI_API_KEY and sent as the `api-key` header; it is never logged); 429, 5xx, timeouts,
 dropped connections and corrupt zips are retried with exponential backoff, honouring Retry-After.
-Downloaded batches are cached as validated zips (written atomically), so a rerun resumes where
-an interrupted one stopped.
+Downloaded batches are cached as validated zips (written atomically, with a sha256 sidecar), so a
+rerun resumes where an interrupted one stopped; a cached zip or accession list that fails its
+checksum is logged, discarded and fetched again (bertgeom.resumable).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ import numpy as np
 import requests
 from urllib3.exceptions import NewConnectionError
 
+from bertgeom import resumable
 from bertgeom.data.fasta import parse_fasta
-from bertgeom.io import atomic_path, write_json
+from bertgeom.io import sweep_temporaries
 
 log = logging.getLogger("bertgeom.data.ncbi")
 
@@ -184,8 +186,7 @@ class NcbiClient:
             _check_zip,
             json={"accessions": list(accessions), "include_sequence": ["GENOME"]},
         )
-        with atomic_path(path, ".zip") as tmp:
-            tmp.write_bytes(content)
+        resumable.write_bytes(path, content)
 
 
 def _is_unreachable(exc: Exception) -> bool:
@@ -268,11 +269,10 @@ def _class_accessions(client: NcbiClient, class_def: dict, settings: dict, cache
         **{k: settings[k] for k in ("page_size", "complete_only", "host_taxon", "max_pages")},
     }
     cache = cache_dir / f"accessions-{class_def['name']}.json"
-    if cache.exists():
-        cached = json.loads(cache.read_text())
-        if cached.get("query") == query:
-            log.info("class %s: accession lists reused from %s", class_def["name"], cache)
-            return cached["accessions"]
+    cached = resumable.load_json(cache)
+    if cached and cached.get("query") == query:
+        log.info("class %s: accession lists reused from %s", class_def["name"], cache)
+        return cached["accessions"]
     if not query["lineages"]:
         raise ValueError(f"variants file: class {class_def['name']!r} has no pango_lineages to query at NCBI")
     lineage_of: dict[str, str] = {}
@@ -282,7 +282,7 @@ def _class_accessions(client: NcbiClient, class_def: dict, settings: dict, cache
         )
         for accession in found:
             lineage_of.setdefault(accession, lineage)
-    write_json(cache, {"query": query, "accessions": lineage_of})
+    resumable.write_json(cache, {"query": query, "accessions": lineage_of})
     return lineage_of
 
 
@@ -296,10 +296,12 @@ def ncbi_genomes(
 ) -> Iterator[tuple[str, str, dict]]:
     """Yield (accession, genome, manifest row without sha256) for every class, sampling `max_per_class` per class.
 
-    settings = config data.ncbi (schema defaults filled). Batches already in `cache_dir` are reused.
+    settings = config data.ncbi (schema defaults filled). Intact batches already in `cache_dir` are
+    reused; the temporaries of a killed download there are removed first.
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(directories=[cache_dir])
     client = client or NcbiClient(
         settings["base_url"], timeout=settings["timeout_s"], max_retries=settings["max_retries"]
     )
@@ -321,7 +323,7 @@ def ncbi_genomes(
         for number, batch in enumerate(batches, start=1):
             digest = hashlib.sha256("\n".join(batch).encode()).hexdigest()[:16]
             path = cache_dir / f"batch-{name}-{digest}.zip"
-            if path.exists():
+            if resumable.intact(path):
                 log.info("class %s batch %d/%d: cached (%s)", name, number, len(batches), path.name)
             else:
                 log.info("class %s batch %d/%d: downloading %d genomes", name, number, len(batches), len(batch))

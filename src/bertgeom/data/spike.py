@@ -38,12 +38,20 @@ import pyarrow as pa
 from bertgeom.data.download import read_manifest, write_tsv
 from bertgeom.data.fasta import read_fasta, reverse_complement
 from bertgeom.data.variants import SPIKE_END, SPIKE_START, read_reference
-from bertgeom.io import job_log, provenance, write_parquet
+from bertgeom.io import provenance, write_parquet
 
 log = logging.getLogger("bertgeom.data.spike")
 
 REASONS = ("missing_spike", "partial_spike", "too_many_n", "frameshift", "internal_stop", "duplicate")
 STOP_CODONS = frozenset({"TAA", "TAG", "TGA"})
+REFERENCE_LENGTH = SPIKE_END - SPIKE_START + 1  # 3,822 nt, stop codon included
+
+
+def longest_accepted(max_length_change: int) -> int:
+    """The longest spike (nt) the QC passes: at most qc.max_length_change over the reference's, whole
+    codons (a length not a multiple of 3 is a frameshift)."""
+    longest = REFERENCE_LENGTH + int(max_length_change)
+    return longest - longest % 3
 
 
 @dataclass
@@ -124,7 +132,7 @@ class SpikeExtractor:
         length = len(spike)
         n_fraction = 1.0 - sum(spike.count(base) for base in "ACGT") / length
         result = SpikeResult(seq_id, "pass", "", note, spike, strand, n_fraction)
-        change = length - (SPIKE_END - SPIKE_START + 1)
+        change = length - REFERENCE_LENGTH
         if abs(change) > self.max_length_change:
             return _reject(
                 result,
@@ -401,18 +409,18 @@ def _spike_table(spikes: list[tuple]) -> pa.Table:
     )
 
 
-def run(snakemake) -> None:
-    """Snakemake entry point of rule extract_spike."""
-    with job_log(snakemake.log[0]):
-        config = snakemake.config
-        spikes, qc_table = extract_dataset(
-            snakemake.input.genomes,
-            snakemake.input.manifest,
-            snakemake.input.reference,
-            config["classes"],
-            config["qc"],
-            snakemake.threads,
-        )
-        meta = provenance(config, reference=str(snakemake.input.reference), stage="extract_spike")
-        write_parquet(spikes, snakemake.output.spike, meta=meta)
-        write_tsv(qc_table, snakemake.output.qc)
+def extract_spike(
+    genomes: str | os.PathLike,
+    manifest: str | os.PathLike,
+    reference: str | os.PathLike,
+    spike_out: str | os.PathLike,
+    qc_out: str | os.PathLike,
+    classes: list[str],
+    qc: dict,
+    threads: int = 1,
+) -> None:
+    """Rule extract_spike: spike.parquet (passing records) and qc.tsv (every record)."""
+    spikes, qc_table = extract_dataset(genomes, manifest, reference, classes, qc, threads)
+    meta = provenance({"classes": classes, "qc": qc}, reference=str(reference), stage="extract_spike")
+    write_parquet(spikes, spike_out, meta=meta)
+    write_tsv(qc_table, qc_out)

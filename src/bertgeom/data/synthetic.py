@@ -1,17 +1,27 @@
-"""Synthetic genomes: the reference with a class's lineage profile applied, plus per-sample noise.
+"""Synthetic genomes: the reference with a class's lineage profile applied, plus per-sample variety.
 
-A genome of class c is made in five steps (all randomness from one numpy Generator per class,
+A genome of class c is made in these steps (all randomness from one numpy Generator per class,
 seeded with (data.seed, label), so a class's genomes do not change when other classes change):
 1. pick a sub-lineage profile of c (uniformly, when `mixture`; else the first);
 2. apply the profile to NC_045512.2: its substitutions, deletions and insertions (variants.yaml);
-3. random substitutions: Binomial(length, substitution_rate) distinct positions, each to one of
-   the three other bases, uniformly; those that would put a stop codon inside the spike's reading
-   frame are dropped (purifying selection: real spikes with nonsense mutations are rare, and QC
-   would reject them);
-4. N runs (amplicon drop-out): Poisson(n_runs_mean) runs, length uniform in n_run_length,
+3. dropped mutations: a share f ~ Uniform(0, drop_max) of the profile's substitutions go back to
+   the reference base (each with probability f). The profiles list the substitutions found in more
+   than 90% of a lineage's genomes, so any one of them is missing from up to 10% of real genomes
+   (reversions, sub-lineages, reference-filled drop-outs);
+4. recurrent mutations (homoplasies): Poisson(homoplasy_mean) spike substitutions copied from the
+   profiles of the other classes of variants.yaml (E484K, N501Y, L452R, P681H ... arose again and
+   again in unrelated lineages), so that no single shared mutation decides the class;
+5. private substitutions: Binomial(length, substitution_rate) distinct positions, drawn with the
+   SARS-CoV-2 mutation spectrum (`spectrum`: "sars-cov-2", dominated by C->U; "uniform": every
+   change alike); changes that would put a stop codon inside the spike's reading frame are undone
+   (purifying selection: real spikes with nonsense mutations are rare, and QC would reject them);
+6. mixed sites: Poisson(ambiguity_mean) positions become the IUPAC code of their base and another
+   (consensus genomes of real samples carry a few R, Y, K, ...);
+7. N runs (amplicon drop-out): Poisson(n_runs_mean) runs, length uniform in n_run_length,
    start uniform over the genome;
-5. trim Uniform{0..trim_5p_max} nt from the 5' end and Uniform{0..trim_3p_max} from the 3' end.
+8. trim Uniform{0..trim_5p_max} nt from the 5' end and Uniform{0..trim_3p_max} from the 3' end.
 Where the spike gene lies in the result is tracked exactly (`spike_start`, `spike_end`).
+Settings: config data.synthetic (every key of SETTINGS; `bertgeom.config.load_config()` gives the defaults).
 """
 
 from __future__ import annotations
@@ -26,6 +36,32 @@ from bertgeom.data.variants import SPIKE_END, SPIKE_START
 
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 _SUBSTITUTION = re.compile(r"^([ACGT])(\d+)([ACGT])$")
+
+# Relative rates of the 12 substitution types of SARS-CoV-2 (from -> to, ACGT order), per site of
+# the "from" base: Bloom, Beichman, Neher & Harris (2023) "Evolution of the SARS-CoV-2 mutational
+# spectrum", Mol Biol Evol 40(4):msad085, counts at four-fold synonymous sites in
+# github.com/jbloomlab/SARS2-mut-spectrum results/synonymous_mut_rates/rates_by_clade.csv (commit
+# 49402aa), pooled over clades 20A, 20B, 20C, 20E, 20G, 20I, 21J, 21K, 21L (605,245 mutations) and
+# divided by the base's share of those sites. C->T is 40% of all mutations, G->T 12%, T->C 17%.
+SPECTRA = {
+    "sars-cov-2": np.array(
+        [
+            [0.0, 0.0492, 0.374, 0.109],  # A -> C, G, T
+            [0.197, 0.0, 0.0733, 2.93],  # C -> A, G, T
+            [0.791, 0.0990, 0.0, 1.88],  # G -> A, C, T
+            [0.0698, 0.332, 0.0455, 0.0],  # T -> A, C, G
+        ]
+    ),
+    "uniform": 1.0 - np.eye(4),
+}
+# IUPAC code of each unordered pair of bases (a mixed site), indexed [ACGT][ACGT].
+_MIXED = np.array([[0, *b"MRW"], [ord("M"), 0, *b"SY"], [*b"RS", 0, ord("K")], [*b"WYK", 0]], dtype=np.uint8)
+
+# The keys of config data.synthetic that generate_class reads (defaults: config/config.schema.yaml only).
+SETTINGS = (
+    "per_class", "substitution_rate", "n_runs_mean", "n_run_length", "trim_5p_max", "trim_3p_max", "mixture",
+    "spectrum", "drop_max", "homoplasy_mean", "ambiguity_mean",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -45,6 +81,8 @@ class Profile:
     sequence: np.ndarray  # uint8 ASCII, [length]
     start_map: np.ndarray  # int64, [reference length + 1]
     end_map: np.ndarray  # int64, [reference length + 1]
+    substituted: np.ndarray  # int64, positions in `sequence` of the profile's substitutions
+    reference_bases: np.ndarray  # uint8, the reference base at each of them
 
 
 @dataclass
@@ -55,6 +93,9 @@ class SyntheticGenome:
     profile: int
     sequence: str
     random_substitutions: int
+    dropped: int = 0  # profile substitutions put back to the reference base
+    homoplasies: int = 0  # spike substitutions of other classes added
+    ambiguous: int = 0  # mixed sites (IUPAC codes)
     n_runs: list[tuple[int, int]] = field(default_factory=list)  # (0-based start, length), before trimming
     trim_5p: int = 0
     trim_3p: int = 0
@@ -81,6 +122,7 @@ def apply_profile(reference: str, profile: dict, class_name: str, index: int, so
             got = reference[pos - 1] if 1 <= pos <= length else "outside the genome"
             raise ValueError(f"{where}: substitution {change} but the reference has {got} at {pos}")
         seq[pos - 1] = ord(alt)
+    subs = sorted({int(_SUBSTITUTION.match(str(c)).group(2)) - 1 for c in profile.get("substitutions", [])})
     keep = np.ones(length, dtype=bool)
     for deletion in profile.get("deletions", []):
         start, size = int(deletion["start"]), int(deletion["length"])
@@ -102,8 +144,16 @@ def apply_profile(reference: str, profile: dict, class_name: str, index: int, so
     inserted_upto = np.cumsum(inserted)
     start_map = kept_before + inserted_upto
     end_map = kept_before + np.concatenate([[0], inserted_upto[:-1]])
+    subs = np.array([i for i in subs if keep[i]], dtype=np.int64)
     return Profile(
-        class_name, str(profile.get("lineage", class_name)), index, np.concatenate(pieces), start_map, end_map
+        class_name,
+        str(profile.get("lineage", class_name)),
+        index,
+        np.concatenate(pieces),
+        start_map,
+        end_map,
+        start_map[subs],
+        ref[subs],
     )
 
 
@@ -127,6 +177,52 @@ def _makes_stop(seq: np.ndarray, positions: np.ndarray, start: int, end: int) ->
     return inside & np.isin(value, _STOPS)
 
 
+def homoplasy_pool(reference: str, variants: dict, class_name: str, source: str = "variants.yaml") -> np.ndarray:
+    """Spike substitutions of the profiles of every variants.yaml class but `class_name`.
+
+    Returns int64 [n, 2]: 0-based reference position, ASCII code of the alternative base.
+    """
+    pool = set()
+    for class_def in variants["classes"]:
+        if class_def["name"] == class_name:
+            continue
+        for profile in class_def.get("profiles") or []:
+            for change in profile.get("substitutions", []):
+                match = _SUBSTITUTION.match(str(change))
+                pos = int(match.group(2)) if match else 0
+                if SPIKE_START <= pos <= SPIKE_END and reference[pos - 1] == match.group(1):
+                    pool.add((pos - 1, ord(match.group(3))))
+    return np.array(sorted(pool), dtype=np.int64).reshape(-1, 2)
+
+
+def _spectrum_substitutions(rng, seq: np.ndarray, n_subs: int, rates: np.ndarray) -> np.ndarray:
+    """Put `n_subs` substitutions at distinct positions of seq (in place), drawn with `rates`.
+
+    A site of base b mutates with weight sum(rates[b]); its new base b' with rates[b, b'] / sum(rates[b]).
+    Returns the positions.
+    """
+    codes = np.searchsorted(BASES, seq)  # ACGT index of every base (the profile has only ACGT)
+    site_rate = rates.sum(axis=1)[codes]
+    positions = _weighted_sample(rng, site_rate, n_subs)
+    old = codes[positions]
+    # Draw the new base from the row of the old one (a categorical per position).
+    cumulative = np.cumsum(rates[old], axis=1)
+    draw = rng.random(n_subs)[:, None] * cumulative[:, -1:]
+    seq[positions] = BASES[(draw >= cumulative).sum(axis=1)]
+    return positions
+
+
+def _weighted_sample(rng, weights: np.ndarray, k: int) -> np.ndarray:
+    """k distinct indices drawn with probability proportional to `weights`, without replacement.
+
+    Efraimidis-Spirakis: the k largest u^(1/w) keys, computed as log(u) / w.
+    """
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    keys = np.log(rng.random(weights.size)) / np.maximum(weights, 1e-300)
+    return np.sort(np.argpartition(keys, -k)[-k:]).astype(np.int64)
+
+
 def generate_class(
     reference: str,
     class_def: dict,
@@ -134,48 +230,94 @@ def generate_class(
     settings: dict,
     seed: int,
     source: str = "variants.yaml",
+    homoplasies: np.ndarray | None = None,
+    prefix: str = "synthetic",
 ) -> Iterator[SyntheticGenome]:
-    """`settings["per_class"]` genomes of one class (settings = config data.synthetic, schema defaults filled).
+    """`settings["per_class"]` genomes of one class (settings = config data.synthetic, every key of
+    SETTINGS). `homoplasies`: homoplasy_pool() of the class (None: none added).
 
     Deterministic in (seed, label, settings): the Generator is seeded with SeedSequence([seed, label]).
     """
+    missing = [key for key in SETTINGS if key not in settings]
+    if missing:
+        raise ValueError(f"config data.synthetic lacks {missing} (bertgeom.config.load_config() fills the defaults)")
     profiles = class_profiles(reference, class_def, source)
+    spectrum = settings["spectrum"]
+    if spectrum not in SPECTRA:
+        raise ValueError(f"config data.synthetic.spectrum: {spectrum!r}; expected one of {sorted(SPECTRA)}")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(label)]))
     per_class = int(settings["per_class"])
     width = max(4, len(str(per_class - 1)))
-    run_min, run_max = (int(x) for x in settings["n_run_length"])
-    s0, s1 = SPIKE_START - 1, SPIKE_END  # 0-based half-open spike on the reference
     for i in range(per_class):
         profile = profiles[int(rng.integers(len(profiles)))] if settings["mixture"] else profiles[0]
-        seq = profile.sequence.copy()
-        length = seq.size
-        n_subs = int(rng.binomial(length, float(settings["substitution_rate"])))
-        positions = rng.choice(length, size=n_subs, replace=False)
-        codes = np.searchsorted(BASES, seq[positions])  # index of the current base in ACGT
-        seq[positions] = BASES[(codes + rng.integers(1, 4, size=n_subs)) % 4]
-        nonsense = positions[_makes_stop(seq, positions, int(profile.start_map[s0]), int(profile.end_map[s1]))]
-        seq[nonsense] = profile.sequence[nonsense]
-        n_subs -= nonsense.size
-        runs = []
-        for _ in range(int(rng.poisson(float(settings["n_runs_mean"])))):
-            run = int(rng.integers(run_min, min(run_max, length) + 1))
-            start = int(rng.integers(0, length - run + 1))
-            seq[start : start + run] = ord("N")
-            runs.append((start, run))
-        trim_5p = int(rng.integers(0, int(settings["trim_5p_max"]) + 1))
-        trim_3p = int(rng.integers(0, int(settings["trim_3p_max"]) + 1))
-        if trim_5p + trim_3p >= length:
-            raise ValueError(f"config data.synthetic: trims of {trim_5p}+{trim_3p} nt remove the whole genome")
-        yield SyntheticGenome(
-            seq_id=f"synthetic-{class_def['name']}-{i:0{width}d}",
-            class_name=class_def["name"],
-            lineage=profile.lineage,
-            profile=profile.index,
-            sequence=seq[trim_5p : length - trim_3p].tobytes().decode("ascii"),
-            random_substitutions=n_subs,
-            n_runs=runs,
-            trim_5p=trim_5p,
-            trim_3p=trim_3p,
-            spike_start=int(profile.start_map[s0]) - trim_5p + 1,
-            spike_end=int(profile.end_map[s1]) - trim_5p,
-        )
+        genome = _one_genome(rng, profile, settings, homoplasies)
+        genome.seq_id = f"{prefix}-{class_def['name']}-{i:0{width}d}"
+        yield genome
+
+
+def _one_genome(rng, profile: Profile, settings: dict, homoplasies: np.ndarray | None) -> SyntheticGenome:
+    """One genome from a profile: steps 3-8 of the module docstring."""
+    seq = profile.sequence.copy()
+    length = seq.size
+    s0, s1 = int(profile.start_map[SPIKE_START - 1]), int(profile.end_map[SPIKE_END])  # spike, half-open
+    drop = rng.random() * float(settings["drop_max"])
+    dropped = profile.substituted[rng.random(profile.substituted.size) < drop]
+    seq[dropped] = profile.reference_bases[np.searchsorted(profile.substituted, dropped)]
+    added = np.zeros(0, dtype=np.int64)
+    if homoplasies is not None and len(homoplasies):
+        picks = homoplasies[
+            rng.choice(
+                len(homoplasies), size=min(len(homoplasies), rng.poisson(settings["homoplasy_mean"])), replace=False
+            )
+        ]
+        where = profile.start_map[picks[:, 0]]
+        alive = profile.start_map[picks[:, 0]] != profile.start_map[picks[:, 0] + 1]  # not deleted
+        where, alt = where[alive], picks[alive, 1]
+        fresh = seq[where] != alt
+        added, seq[where[fresh]] = where[fresh], alt[fresh]
+    n_subs = int(rng.binomial(length, float(settings["substitution_rate"])))
+    private = _spectrum_substitutions(rng, seq, n_subs, SPECTRA[settings["spectrum"]])
+    changed = np.unique(np.concatenate([dropped, added, private]))
+    nonsense = changed[_makes_stop(seq, changed, s0, s1)]
+    for position in nonsense:  # give the whole stop codon back its profile bases
+        codon = s0 + (position - s0) // 3 * 3
+        seq[codon : codon + 3] = profile.sequence[codon : codon + 3]
+    changed_now = changed[seq[changed] != profile.sequence[changed]]
+    mixed = _weighted_sample(rng, np.ones(length), min(length, rng.poisson(settings["ambiguity_mean"])))
+    codes = np.searchsorted(BASES, seq[mixed])
+    ok = codes < 4  # only ACGT sites (after the changes above)
+    mixed, codes = mixed[ok], codes[ok]
+    seq[mixed] = _MIXED[codes, (codes + rng.integers(1, 4, size=codes.size)) % 4]
+    runs = _n_runs(rng, seq, settings)
+    trim_5p = int(rng.integers(0, int(settings["trim_5p_max"]) + 1))
+    trim_3p = int(rng.integers(0, int(settings["trim_3p_max"]) + 1))
+    if trim_5p + trim_3p >= length:
+        raise ValueError(f"config data.synthetic: trims of {trim_5p}+{trim_3p} nt remove the whole genome")
+    return SyntheticGenome(
+        seq_id="",
+        class_name=profile.class_name,
+        lineage=profile.lineage,
+        profile=profile.index,
+        sequence=seq[trim_5p : length - trim_3p].tobytes().decode("ascii"),
+        random_substitutions=int(np.isin(private, changed_now).sum()),
+        dropped=int(np.isin(dropped, changed_now).sum()),
+        homoplasies=int(np.isin(added, changed_now).sum()),
+        ambiguous=int(mixed.size),
+        n_runs=runs,
+        trim_5p=trim_5p,
+        trim_3p=trim_3p,
+        spike_start=s0 - trim_5p + 1,
+        spike_end=s1 - trim_5p,
+    )
+
+
+def _n_runs(rng, seq: np.ndarray, settings: dict) -> list[tuple[int, int]]:
+    """Mask Poisson(n_runs_mean) runs of N (in place); returns their (start, length)."""
+    run_min, run_max = (int(x) for x in settings["n_run_length"])
+    runs = []
+    for _ in range(int(rng.poisson(float(settings["n_runs_mean"])))):
+        run = int(rng.integers(run_min, min(run_max, seq.size) + 1))
+        start = int(rng.integers(0, seq.size - run + 1))
+        seq[start : start + run] = ord("N")
+        runs.append((start, run))
+    return runs

@@ -1,10 +1,12 @@
-"""Attention-pattern figures: gate taxonomy grid, K90 violins, class-averaged attention gallery,
-row entropy per layer, attention per spike domain.
+"""Attention-pattern figures: gate taxonomy grid, row labels per head, K90 violins, class-averaged
+attention gallery, row entropy per layer, attention per spike domain.
 
-Tables (README "Attention patterns and directionality"), per seed in results/stats/seed{seed}/:
+Tables (docs/outputs.md; definitions docs/methods.md), per seed in results/stats/seed{seed}/:
 gates.parquet (layer, head, gate, score_<gate>, ...), k90.parquet (layer, head, seq_id, position,
-k90), attention_patterns.parquet (layer, head, source, measure, value), domain_attention.parquet
-(layer, head, domain, measure, value); across seeds results/stats/all_seeds/gate_agreement.parquet;
+k90), domain_attention.parquet (layer, head, domain, measure, value); across seeds (rules
+aggregate_seeds, gate_agreement, match_heads; heads matched across seeds) results/stats/all_seeds/
+attention_patterns.parquet and row_gates.parquet (..., mean, ci_low, ci_high, n_seeds),
+gate_agreement.parquet and head_matching.parquet (per-seed heads -> the reference seed's);
 results/activations/seed{seed}/class_attention.parquet (docs/outputs.md) and
 results/tokens/token_map.parquet (position -> spike amino acids and domains).
 """
@@ -21,28 +23,31 @@ import seaborn as sns
 from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.patches import Patch
 
-from bertgeom.data.variants import spike_domains
-from bertgeom.figures.tables import per_seed, read_parquet, select
-from bertgeom.figures.theme import DIVERGING, WIDTH, category_palette, legend_outside
-from bertgeom.stats.aggregate import aggregate_seeds
-from bertgeom.stats.attention import GATE_NAMES, GATES, MIXED
+from bertgeom.figures.tables import matched_heads, per_seed, read_parquet, select
+from bertgeom.figures.theme import DIVERGING, WIDTH, category_palette, head_dots, legend_outside
+from bertgeom.stats.attention import GATE_NAMES, GATES, LABELS, NONE
+from bertgeom.stats.domains import partition
+from bertgeom.stats.gates import ROW_LABELS
 
-GATE_COLOURS = category_palette([*GATES, MIXED], neutral=MIXED)
+GATE_COLOURS = category_palette(list(LABELS), neutral=NONE)
 AGREEMENT_COLUMNS = ("layer", "head", "gate", "measure", "value", "n_seeds")
 GATES_COLUMNS = ("layer", "head", "gate", *(f"score_{g}" for g in GATES))
+ROW_COLUMNS = ("layer", "head", "label", "measure", "mean", "n_seeds")
 K90_COLUMNS = ("layer", "head", "seq_id", "position", "k90")
-PATTERN_COLUMNS = ("seed", "layer", "head", "source", "measure", "value")
+PATTERN_COLUMNS = ("layer", "head", "source", "measure", "mean", "ci_low", "ci_high", "n_seeds")
 DOMAIN_COLUMNS = ("seed", "layer", "head", "domain", "measure", "value")
 TOKEN_MAP_COLUMNS = ("position", "token_kind", "aa_start", "aa_end", "domains")
 MATRIX_COLUMNS = ["label", "class", "layer", "head", "n_seqs", "length", "matrix"]
 TICK_DOMAINS = ("NTD", "RBD", "FP", "HR1", "HR2")  # labelled on the gallery's top axis
 
 
-def plot_gate_grid(agreement: pd.DataFrame) -> plt.Figure:
-    """Layer x head grid: colour = the head's gate (modal label over seeds), number = share of seeds
-    with that label; right: per layer, the agreement of labels between seeds after matching heads.
+def plot_gate_grid(agreement: pd.DataFrame, reference_seed: int | None = None) -> plt.Figure:
+    """Layer x matched-head grid: colour = the head's gate (modal label over seeds of the heads
+    matched to it), number = share of seeds with that label; right: per layer, the agreement of
+    labels between seeds after matching heads, and in brackets each seed's agreement with an
+    untrained model after matching (what matching alone gives).
 
-    agreement: gate_agreement rows (measure modal_share per head; matched/chance_agreement per layer).
+    agreement: gate_agreement rows (modal_share per matched head; matched/untrained_agreement per layer).
     """
     heads = agreement[agreement["measure"] == "modal_share"].dropna(subset=["head"])
     heads = heads.astype({"layer": int, "head": int})
@@ -54,8 +59,8 @@ def plot_gate_grid(agreement: pd.DataFrame) -> plt.Figure:
     for row in heads.itertuples():
         grid[layers.index(row.layer), row.head] = codes[row.gate]
         share[layers.index(row.layer), row.head] = row.value
-    fig, ax = plt.subplots(figsize=(min(WIDTH * 1.3, max(WIDTH * 0.85, 0.42 * n_heads + 4.2)),
-                                    max(2.6, 0.36 * len(layers) + 1.5)))
+    fig, ax = plt.subplots(figsize=(min(WIDTH * 1.4, max(WIDTH, 0.42 * n_heads + 5.4)),
+                                    max(2.8, 0.36 * len(layers) + 1.7)))
     ax.imshow(grid, cmap=ListedColormap(list(GATE_COLOURS.values())), vmin=-0.5, vmax=len(codes) - 0.5,
               aspect="auto", interpolation="nearest")
     n_seeds = int(heads["n_seeds"].max())
@@ -71,18 +76,53 @@ def plot_gate_grid(agreement: pd.DataFrame) -> plt.Figure:
     ax.grid(which="minor", color="white", linewidth=1.2)
     ax.grid(which="major", visible=False)
     ax.tick_params(which="minor", length=0)
-    ax.set_xlabel("head")
+    ax.set_xlabel("head" if reference_seed is None else f"head (matched to seed {reference_seed}'s)")
     ax.set_ylabel("layer")
     matched = agreement[agreement["measure"] == "matched_agreement"].set_index("layer")["value"]
+    untrained = agreement[agreement["measure"] == "untrained_agreement"].set_index("layer")["value"]
     if n_seeds > 1 and len(matched):
         right = ax.secondary_yaxis("right")
-        right.set_yticks(range(len(layers)), [f"{matched.get(layer, np.nan):.0%}" for layer in layers])
-        right.set_ylabel("agreement between seeds\n(heads matched within layer)")
+        right.set_yticks(range(len(layers)), [f"{matched.get(layer, np.nan):.0%} ({untrained.get(layer, np.nan):.0%})"
+                                              for layer in layers])  # fmt: skip
+        right.set_ylabel("seeds agreeing, heads matched\n(each seed vs untrained model)", labelpad=8)
     present = [g for g in GATE_COLOURS if g in set(heads["gate"])]
     fig.legend([Patch(color=GATE_COLOURS[g]) for g in present], [GATE_NAMES.get(g, g) for g in present],
                loc="outside right center", title="gate")
-    ax.set_title(f"Attention gates per head (modal label of {n_seeds} seed{'s' if n_seeds > 1 else ''}; "
-                 f"numbers: share of seeds agreeing)" if n_seeds > 1 else "Attention gates per head")
+    ax.set_title(f"Attention gates per head\n(modal label of {n_seeds} seeds, heads matched; "
+                 f"cell: share of seeds agreeing)" if n_seeds > 1 else "Attention gates per head")
+    return fig
+
+
+def plot_row_gates(rows: pd.DataFrame) -> plt.Figure:
+    """Per head (bars, grouped by layer), the share of its query rows with each row label, stacked:
+    the row-defined gates (contextual, instance, closed), open, multiple, none.
+
+    rows: all_seeds/row_gates rows of measure `share` (mean over seeds of matched heads).
+    """
+    shares = rows[rows["measure"] == "share"]
+    wide = shares.pivot_table(index=["layer", "head"], columns="label", values="mean").reindex(columns=ROW_LABELS)
+    wide = wide.fillna(0.0).sort_index()
+    layers = sorted(wide.index.get_level_values("layer").unique())
+    n_heads = int(wide.index.get_level_values("head").max()) + 1
+    fig, axes = plt.subplots(1, len(layers), figsize=(min(WIDTH * 1.4, max(WIDTH, (0.22 * n_heads + 0.5) * len(layers) + 2)),
+                                                      3.2), sharey=True, squeeze=False)  # fmt: skip
+    for ax, layer in zip(axes.flat, layers):
+        part = wide.loc[layer]
+        bottom = np.zeros(len(part))
+        for label in ROW_LABELS:
+            ax.bar(part.index, part[label], bottom=bottom, color=GATE_COLOURS[label], width=0.8,
+                   label=GATE_NAMES.get(label, label), linewidth=0)
+            bottom += part[label].to_numpy()
+        ax.set_title(f"layer {layer}")
+        ax.set_xticks(range(0, n_heads, max(1, n_heads // 6)))
+        ax.set_ylim(0, 1)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles[::-1], names[::-1], loc="outside right center", title="query rows")
+    fig.supxlabel("head (matched across seeds)", fontsize="medium")
+    fig.supylabel("share of query rows", fontsize="medium")
+    n_seeds = int(shares["n_seeds"].max())
+    fig.suptitle(f"What each query row of a head does (mean over {n_seeds} seed{'s' if n_seeds > 1 else ''}, "
+                 "heads matched)", fontweight="bold", fontsize="medium")
     return fig
 
 
@@ -221,39 +261,38 @@ def plot_attention_gallery(matrices: dict, picks: pd.DataFrame, token_map: pd.Da
 
 
 def plot_attention_entropy(patterns: pd.DataFrame, ci: float = 0.95) -> plt.Figure:
-    """Normalised row entropy H / log n per layer: each head (mean over seeds, dots) and the mean
-    over heads with its interval over seeds (band). 1 = uniform rows (open gates), 0 = one key.
+    """Normalised row entropy H / log n per layer: each head (dot: mean over seeds of the heads
+    matched to it; whisker: its interval over seeds) and the mean of a layer's heads (line).
+    1 = uniform rows (open gates), 0 = one key.
 
-    patterns: per-seed rows of measure `entropy`, source `all` (every dumped sequence).
+    patterns: across-seed rows (all_seeds/attention_patterns, heads matched) of measure `entropy`,
+    source `all` (every dumped sequence), the interval at level `ci`.
     """
-    entropy = patterns[["seed", "layer", "head", "value"]]
-    per_head = aggregate_seeds(entropy, ci)
-    per_layer = aggregate_seeds(entropy.groupby(["seed", "layer"], as_index=False)["value"].mean(), ci)
+    per_head = patterns.sort_values(["layer", "head"])
+    per_layer = per_head.groupby("layer", as_index=False)["mean"].mean()
+    n_seeds = int(per_head["n_seeds"].max())
     fig, ax = plt.subplots(figsize=(WIDTH, 3.4))
-    jitter = (per_head["head"] - per_head["head"].max() / 2) / max(per_head["head"].max(), 1) * 0.3
-    ax.scatter(per_head["layer"] + jitter, per_head["mean"], s=10, color="#88CCEE", edgecolor="#332288",
-               linewidth=0.3, label="one head (mean over seeds)", zorder=3)
-    ax.fill_between(per_layer["layer"], per_layer["ci_low"], per_layer["ci_high"], color="#CC6677", alpha=0.25,
-                    linewidth=0)
+    head_dots(ax, per_head, f"one head: mean over seeds{f', {100 * ci:.0f}% CI' if n_seeds > 1 else ''}")
     ax.plot(per_layer["layer"], per_layer["mean"], color="#CC6677", marker="o", markersize=3,
-            label=f"mean over heads, {100 * ci:.0f}% CI")
+            label="mean over the layer's heads")
     ax.set_ylim(0, 1.02)
     ax.set_xticks(sorted(per_layer["layer"].unique()))
     ax.set_xlabel("layer")
     ax.set_ylabel("row entropy / log n")
-    n_seeds = int(per_layer["n_seeds"].max())
-    ax.set_title(f"Entropy of the attention rows per layer ({n_seeds} seeds)")
+    ax.set_title(f"Entropy of the attention rows per layer ({n_seeds} seed{'s' if n_seeds > 1 else ''}, heads matched)")
     legend_outside(ax)
     return fig
 
 
-def plot_domain_attention(domains: pd.DataFrame, order: list[str], alpha: float = 0.05, max_cols: int = 5) -> plt.Figure:
-    """Per spike domain (panel), layer x head heatmap of log2(observed / expected attention share),
-    mean over seeds; a dot marks heads significant after Bonferroni (p < alpha) in every seed."""
+def plot_domain_attention(domains: pd.DataFrame, order: list[str], max_cols: int = 5) -> plt.Figure:
+    """Per spike domain of the partition (panel), layer x head heatmap of log2(observed / expected
+    attention share), mean over seeds of the matched heads; a dot marks heads flagged significant
+    (Benjamini-Hochberg, `significant`) in every seed."""
+    domains = domains[domains["domain"].isin(order)]
     ratio = domains[domains["measure"] == "ratio"].assign(value=lambda f: np.log2(f["value"]))
     mean = ratio.groupby(["domain", "layer", "head"])["value"].mean()
-    p = domains[domains["measure"] == "p_bonferroni"]
-    significant = (p.assign(sig=p["value"] < alpha).groupby(["domain", "layer", "head"])["sig"].all())
+    flag = domains[domains["measure"] == "significant"]
+    significant = flag.assign(sig=flag["value"] == 1).groupby(["domain", "layer", "head"])["sig"].all()
     names = [d for d in order if d in set(ratio["domain"])]
     limit = float(np.nanmax(np.abs(mean.to_numpy()))) if len(mean) else 1.0
     limit = min(max(limit, 0.5), 4.0)
@@ -277,17 +316,22 @@ def plot_domain_attention(domains: pd.DataFrame, order: list[str], alpha: float 
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
     fig.colorbar(image, ax=axes, shrink=0.8, label="log2(attention share / token share)")
-    fig.supxlabel("head", fontsize="medium")
+    fig.supxlabel("head (matched across seeds)", fontsize="medium")
     fig.supylabel("layer", fontsize="medium")
     n_seeds = domains["seed"].nunique()
     fig.suptitle(f"Attention received by each spike domain, relative to its share of tokens ({n_seeds} seed"
-                 f"{'s' if n_seeds > 1 else ''}; dot: Bonferroni p < {alpha} in every seed)",
+                 f"{'s' if n_seeds > 1 else ''}; dot: t-test significant at the FDR in every seed)",
                  fontweight="bold", fontsize="medium")
     return fig
 
 
 def make_gate_grid(input, params) -> plt.Figure:
-    return plot_gate_grid(read_parquet(input.agreement, AGREEMENT_COLUMNS))
+    reference = int(read_parquet(input.matching, ["reference_seed"])["reference_seed"].iloc[0])
+    return plot_gate_grid(read_parquet(input.agreement, AGREEMENT_COLUMNS), reference)
+
+
+def make_row_gates(input, params) -> plt.Figure:
+    return plot_row_gates(read_parquet(input.rows, ROW_COLUMNS))
 
 
 def make_k90_violins(input, params) -> plt.Figure:
@@ -305,19 +349,11 @@ def make_attention_gallery(input, params) -> plt.Figure:
 
 
 def make_attention_entropy(input, params) -> plt.Figure:
-    patterns = per_seed(input.patterns, params.seeds, read_parquet, columns=PATTERN_COLUMNS[1:])
-    return plot_attention_entropy(select(patterns, "attention_patterns", measure="entropy", source="all"), params.ci)
+    patterns = read_parquet(input.patterns, PATTERN_COLUMNS, filters=[("measure", "=", "entropy")])
+    return plot_attention_entropy(select(patterns, input.patterns, measure="entropy", source="all"), params.ci)
 
 
 def make_domain_attention(input, params) -> plt.Figure:
     domains = per_seed(input.domains, params.seeds, read_parquet, columns=DOMAIN_COLUMNS[1:])
-    return plot_domain_attention(domains, [d.name for d in spike_domains(input.variants)])
+    return plot_domain_attention(matched_heads(domains, input.matching), partition(input.variants)[0])
 
-
-FIGURES = {
-    "gate_grid": make_gate_grid,
-    "k90_violins": make_k90_violins,
-    "attention_gallery": make_attention_gallery,
-    "attention_entropy": make_attention_entropy,
-    "domain_attention": make_domain_attention,
-}

@@ -13,6 +13,7 @@ import seaborn as sns
 from bertgeom.figures.tables import per_seed, read_csv, read_json
 from bertgeom.stats.aggregate import aggregate_seeds
 from bertgeom.figures.theme import WIDTH, legend_outside, seed_palette
+from bertgeom.io import write_text
 
 LOG_COLUMNS = ("step", "epoch", "loss", "lr")
 METRIC_KEYS = ("accuracy", "macro_f1", "micro_f1", "per_class", "confusion_matrix", "classes")
@@ -139,19 +140,23 @@ def metrics_summary(metrics: list[dict], seeds: list[int], ci: float = 0.95) -> 
 
 def metrics_html(table: pd.DataFrame, ci: float = 0.95) -> str:
     """A small standalone HTML page with the metrics table (shown inline by the Snakemake report)."""
+    return table_html(table, f"Test-split metrics per seed (mean and {100 * ci:.0f}% t interval over seeds)")
+
+
+def table_html(table: pd.DataFrame, title: str) -> str:
+    """A small standalone HTML page with `table` under `title` (the report shows it inline)."""
     body = table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, classes="metrics")
     return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Test metrics</title><style>"
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + html.escape(title) + "</title><style>"
         "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
         "th,td{padding:4px 10px;text-align:right}th{border-bottom:2px solid #333}"
         "tr:nth-child(even){background:#f2f2f2}td:first-child,th:first-child{text-align:left}"
-        f"</style></head><body><h3>Test-split metrics per seed (mean and {html.escape(f'{100 * ci:.0f}')}% "
-        f"t interval over seeds)</h3>{body}</body></html>\n"
+        f"</style></head><body><h3>{html.escape(title)}</h3>{body}</body></html>\n"
     )
 
 
-def read_metrics(input) -> list[dict]:
-    return [read_json(path, METRIC_KEYS) for path in input.metrics]
+def read_metrics(paths) -> list[dict]:
+    return [read_json(path, METRIC_KEYS) for path in paths]
 
 
 def validation_table(paths, seeds) -> pd.DataFrame:
@@ -171,18 +176,19 @@ def make_training_curves(input, params) -> plt.Figure:
 
 
 def make_confusion_matrix(input, params) -> plt.Figure:
-    metrics = read_metrics(input)
+    metrics = read_metrics(input.metrics)
     share, counts = confusion_mean(metrics)
     return plot_confusion(share, counts, metrics[0]["classes"], len(metrics))
 
 
 def make_per_class_f1(input, params) -> plt.Figure:
-    metrics = read_metrics(input)
+    metrics = read_metrics(input.metrics)
     return plot_per_class_f1(per_class_table(metrics, list(params.seeds)), metrics[0]["classes"], params.ci)
 
 
-FIGURES = {
-    "training_curves": make_training_curves,
-    "confusion_matrix": make_confusion_matrix,
-    "per_class_f1": make_per_class_f1,
-}
+def write_metrics_table(metrics_paths: list[str], tsv: str, html: str, seeds: list[int], ci: float) -> None:
+    """The report's metrics table: TSV and a standalone HTML page, from every seed's metrics.json."""
+    metrics = read_metrics(metrics_paths)
+    table = metrics_summary(metrics, list(seeds), ci)
+    write_text(tsv, table.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text(html, metrics_html(table, ci))

@@ -114,7 +114,7 @@ def plot_cone_heads(cone: pd.DataFrame) -> plt.Figure:
     axes[0].set_title("ours (real rows)")
     axes[1].set_title("reference-compatible (all rows)")
     n_seeds = int(cone["n_seeds"].max())
-    fig.suptitle(f"Cone index of the self-attention matrices per head (mean over {n_seeds} seeds)",
+    fig.suptitle(f"Cone index of the self-attention matrices per head (mean over {n_seeds} seeds, heads matched)",
                  fontweight="bold", fontsize="medium")
     return fig
 
@@ -131,6 +131,3 @@ def make_cone_stream(input, params) -> plt.Figure:
 def make_cone_heads(input, params) -> plt.Figure:
     frame = _all_seeds_cone(input.cone)
     return plot_cone_heads(select(frame, input.cone, stage="attention", scope="sequence"))
-
-
-FIGURES = {"cone_stream": make_cone_stream, "cone_heads": make_cone_heads}

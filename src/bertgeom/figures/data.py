@@ -74,6 +74,3 @@ def make_data_qc(input, params) -> plt.Figure:
 
 def make_kmer_occurrences(input, params) -> plt.Figure:
     return plot_kmer_occurrences(read_parquet(input.kmers, KMER_COLUMNS))
-
-
-FIGURES = {"data_qc": make_data_qc, "kmer_occurrences": make_kmer_occurrences}

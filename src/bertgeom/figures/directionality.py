@@ -1,8 +1,9 @@
 """Directionality figures: the index per layer x head, eigenvalue signs and principal angles, and
 ours against the original code's column-sliced version.
 
-Table (README "Attention patterns and directionality"): results/stats/seed{seed}/directionality.parquet,
-tidy rows seed, layer, head, variant (ours / original_code), measure, value. Measures used here:
+Table (README "Attention patterns and directionality"): results/stats/all_seeds/directionality.parquet
+(rule aggregate_seeds over the per-seed tables), rows layer, head, variant (ours / original_code),
+measure, with mean, ci_low, ci_high, n_seeds over seeds. Measures used here:
 directionality_index (||N||_F^2 / ||M||_F^2 of M = W_Q^h W_K^h^T / sqrt(d), weights), qk_asymmetry
 (the same index of the pre-softmax score matrices Q K^T on data), eig_pos_mass (share of the
 absolute eigenvalue mass of S = (M + M^T)/2 that is positive), angle_min / angle_median / angle_max
@@ -16,24 +17,31 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from bertgeom.figures.tables import per_seed, read_parquet
-from bertgeom.figures.theme import SEQUENTIAL, WIDTH, legend_outside
-from bertgeom.stats.aggregate import aggregate_seeds
+from bertgeom.figures.tables import read_parquet
+from bertgeom.figures.theme import SEQUENTIAL, WIDTH, head_dots, legend_outside
 
-COLUMNS = ("layer", "head", "variant", "measure", "value")
+COLUMNS = ("layer", "head", "variant", "measure", "mean", "ci_low", "ci_high", "n_seeds")
 OURS, ORIGINAL = "ours", "original_code"
+
+
+def heads_of(table: pd.DataFrame, measure: str, variant: str = OURS) -> pd.DataFrame:
+    """The across-seed rows of one measure and variant, by layer and head."""
+    return table[(table["measure"] == measure) & (table["variant"] == variant)].sort_values(["layer", "head"])
 
 
 def head_means(table: pd.DataFrame, measure: str, variant: str = OURS) -> pd.DataFrame:
     """[layer, head] grid of the mean over seeds of one measure."""
-    part = table[(table["measure"] == measure) & (table["variant"] == variant)]
-    return part.pivot_table(index="layer", columns="head", values="value", aggfunc="mean").sort_index()
+    return heads_of(table, measure, variant).pivot(index="layer", columns="head", values="mean").sort_index()
 
 
-def layer_summary(table: pd.DataFrame, measure: str, ci: float, variant: str = OURS) -> pd.DataFrame:
-    """Per layer: mean over heads, then mean and interval over seeds (layer, mean, ci_low, ci_high, n_seeds)."""
-    part = table[(table["measure"] == measure) & (table["variant"] == variant)]
-    return aggregate_seeds(part.groupby(["seed", "layer"], as_index=False)["value"].mean(), ci).sort_values("layer")
+def layer_means(table: pd.DataFrame, measure: str, variant: str = OURS) -> pd.Series:
+    """Per layer, the mean over its heads of their means over seeds."""
+    return heads_of(table, measure, variant).groupby("layer")["mean"].mean()
+
+
+def seeds_title(table: pd.DataFrame) -> str:
+    n_seeds = int(table["n_seeds"].max())
+    return f"{n_seeds} seeds, heads matched across seeds" if n_seeds > 1 else "1 seed"
 
 
 def plot_directionality_index(table: pd.DataFrame) -> plt.Figure:
@@ -53,24 +61,20 @@ def plot_directionality_index(table: pd.DataFrame) -> plt.Figure:
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
         ax.tick_params(axis="y", rotation=0)
-    n_seeds = table["seed"].nunique()
     fig.suptitle(f"Directionality of subspace selection per head (ours: row slices of head h; mean over "
-                 f"{n_seeds} seed{'s' if n_seeds > 1 else ''})", fontweight="bold", fontsize="medium")
+                 f"{seeds_title(table)})", fontweight="bold", fontsize="medium")
     return fig
 
 
 def plot_directionality_spectrum(table: pd.DataFrame, ci: float = 0.95) -> plt.Figure:
-    """Left: share of the eigenvalue mass of S that is positive, per head (dots) and per layer (mean,
-    band); right: principal angles between query and key subspaces per layer (min, median, max)."""
+    """Left: share of the eigenvalue mass of S that is positive, per head (dots: mean over seeds,
+    whiskers: interval at `ci`) and per layer (mean of its heads); right: principal angles between
+    query and key subspaces per layer (min, median, max; mean of the heads' means over seeds)."""
     ours = table[table["variant"] == OURS]
     fig, (ax_eig, ax_ang) = plt.subplots(1, 2, figsize=(WIDTH * 1.2, 3.4))
-    heads = ours[ours["measure"] == "eig_pos_mass"].groupby(["layer", "head"], as_index=False)["value"].mean()
-    jitter = (heads["head"] - heads["head"].max() / 2) / max(heads["head"].max(), 1) * 0.3
-    ax_eig.scatter(heads["layer"] + jitter, heads["value"], s=9, color="#88CCEE", edgecolor="#332288",
-                   linewidth=0.3, label="one head", zorder=3)
-    summary = layer_summary(table, "eig_pos_mass", ci)
-    ax_eig.fill_between(summary["layer"], summary["ci_low"], summary["ci_high"], color="#CC6677", alpha=0.25, lw=0)
-    ax_eig.plot(summary["layer"], summary["mean"], color="#CC6677", marker="o", markersize=3, label="layer mean")
+    head_dots(ax_eig, heads_of(table, "eig_pos_mass"), "one head")
+    summary = layer_means(table, "eig_pos_mass")
+    ax_eig.plot(summary.index, summary.to_numpy(), color="#CC6677", marker="o", markersize=3, label="layer mean")
     ax_eig.axhline(0.5, color="0.5", linestyle="--", linewidth=0.8, label="balanced signs")
     ax_eig.set_ylim(0, 1)
     ax_eig.set_xlabel("layer")
@@ -79,9 +83,8 @@ def plot_directionality_spectrum(table: pd.DataFrame, ci: float = 0.95) -> plt.F
     ax_eig.legend(loc="lower left", fontsize="x-small")
     for measure, colour, label in (("angle_min", "#117733", "smallest"), ("angle_median", "#332288", "median"),
                                    ("angle_max", "#AA4499", "largest")):
-        summary = layer_summary(table, measure, ci)
-        ax_ang.fill_between(summary["layer"], summary["ci_low"], summary["ci_high"], color=colour, alpha=0.2, lw=0)
-        ax_ang.plot(summary["layer"], summary["mean"], color=colour, marker="o", markersize=3, label=label)
+        summary = layer_means(table, measure)
+        ax_ang.plot(summary.index, summary.to_numpy(), color=colour, marker="o", markersize=3, label=label)
     ax_ang.set_ylim(0, 92)
     ax_ang.set_yticks([0, 15, 30, 45, 60, 75, 90])
     ax_ang.set_xlabel("layer")
@@ -90,9 +93,9 @@ def plot_directionality_spectrum(table: pd.DataFrame, ci: float = 0.95) -> plt.F
     legend_outside(ax_ang, title="angle (mean over heads)")
     for ax in (ax_eig, ax_ang):
         ax.set_xticks(sorted(ours["layer"].unique()))
-    n_seeds = table["seed"].nunique()
-    fig.suptitle(f"Spectrum of the query-key bilinear forms ({n_seeds} seed{'s' if n_seeds > 1 else ''}, "
-                 f"{100 * ci:.0f}% CI bands)", fontweight="bold", fontsize="medium")
+    whiskers = f"; whiskers: {100 * ci:.0f}% CI over seeds" if int(table["n_seeds"].max()) > 1 else ""
+    fig.suptitle(f"Spectrum of the query-key bilinear forms (mean over {seeds_title(table)}{whiskers})",
+                 fontweight="bold", fontsize="medium")
     return fig
 
 
@@ -101,8 +104,7 @@ def plot_directionality_original(table: pd.DataFrame) -> plt.Figure:
     one: directionality index and median principal angle; the diagonal is agreement."""
     measures = [("directionality_index", "index, 0..1", (0, 1)), ("angle_median", "degrees", (0, 90))]
     fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.6))
-    means = table.groupby(["layer", "head", "variant", "measure"], as_index=False)["value"].mean()
-    wide = means.pivot_table(index=["layer", "head", "measure"], columns="variant", values="value").reset_index()
+    wide = table.pivot(index=["layer", "head", "measure"], columns="variant", values="mean").reset_index()
     layers = sorted(wide["layer"].unique())
     colours = dict(zip(layers, sns.color_palette(SEQUENTIAL, len(layers)).as_hex()))
     for ax, (measure, label, limits) in zip(axes, measures):
@@ -119,16 +121,15 @@ def plot_directionality_original(table: pd.DataFrame) -> plt.Figure:
         ax.set_ylabel(f"original code ({label})")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", title="head of", fontsize="x-small")
-    n_seeds = table["seed"].nunique()
     axes[0].set_title("Directionality index")
     axes[1].set_title("Median principal angle, Q vs K")
     fig.suptitle(f"Ours (row slices) vs the original code's column slices W[:, h·d:(h+1)·d]\n(per head, mean over "
-                 f"{n_seeds} seed{'s' if n_seeds > 1 else ''})", fontweight="bold", fontsize="medium")
+                 f"{seeds_title(table)})", fontweight="bold", fontsize="medium")
     return fig
 
 
 def _table(input, params) -> pd.DataFrame:
-    return per_seed(input.directionality, params.seeds, read_parquet, columns=COLUMNS)
+    return read_parquet(input.directionality, COLUMNS)
 
 
 def make_directionality_index(input, params) -> plt.Figure:
@@ -141,10 +142,3 @@ def make_directionality_spectrum(input, params) -> plt.Figure:
 
 def make_directionality_original(input, params) -> plt.Figure:
     return plot_directionality_original(_table(input, params))
-
-
-FIGURES = {
-    "directionality_index": make_directionality_index,
-    "directionality_spectrum": make_directionality_spectrum,
-    "directionality_original": make_directionality_original,
-}

@@ -87,6 +87,9 @@ def plot_embedding(points: pd.DataFrame, classes: list[str], method: str, seed: 
     axis_name = {"pca": "PC", "tsne": "t-SNE"}[method]
     for ax, (point, name) in zip(axes, names):
         part = points[points["point"] == point]
+        if part[["x", "y"]].isna().all().all():  # a degenerate cloud: the map is undefined, a gap
+            ax.text(0.5, 0.5, "undefined\n(all points equal)", ha="center", va="center", color="0.45",
+                    fontsize="small", transform=ax.transAxes)
         for label, colour in enumerate(palette.values()):
             cls = part[(part["label"] == label) & part["correct"]]
             ax.scatter(cls["x"], cls["y"], s=6, color=colour, linewidths=0, alpha=0.85, label=classes[label])
@@ -176,11 +179,3 @@ def make_embedding_tsne(input, params) -> plt.Figure:
 
 def make_probe_silhouette(input, params) -> plt.Figure:
     return plot_probe_silhouette(_all_seeds_distribution(input.distribution), params.ci)
-
-
-FIGURES = {
-    "pca_pareto": make_pca_pareto,
-    "embedding_pca": make_embedding_pca,
-    "embedding_tsne": make_embedding_tsne,
-    "probe_silhouette": make_probe_silhouette,
-}

@@ -63,6 +63,14 @@ def per_seed(paths, seeds, reader, **kwargs) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def matched_heads(frame: pd.DataFrame, matching_path) -> pd.DataFrame:
+    """Per-seed rows (seed, layer, head, ...) with every head replaced by the reference seed's head it
+    is matched to (results/stats/all_seeds/head_matching.parquet), so that seeds average matched heads."""
+    from bertgeom.stats.matching import MATCHING_COLUMNS, apply_matching  # the stats stack, only when used
+
+    return apply_matching(frame, read_parquet(matching_path, MATCHING_COLUMNS))
+
+
 def pick_split(frame: pd.DataFrame, path="table") -> str:
     """The split a figure shows: `test` when the table has it, else the first one present."""
     splits = sorted(frame["split"].astype(str).unique())

@@ -3,7 +3,7 @@
 Palettes:
 - classes: Okabe & Ito (2008), the 8 colours distinguishable under the common colour-vision
   deficiencies (black last); beyond 8 classes seaborn's "colorblind" palette, then "husl".
-- categories such as gates: Paul Tol's "muted" scheme (colour-blind safe), grey for "none/mixed".
+- categories such as gates: Paul Tol's "muted" scheme (colour-blind safe), grey for "none".
 - seeds / variants / measures: seaborn "colorblind".
 - continuous: "viridis" (sequential, perceptually uniform), "RdBu_r" (diverging around 0).
 """
@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # figure rules run headless
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bertgeom.io import atomic_path, package_versions  # noqa: E402
@@ -66,7 +67,7 @@ def class_palette(classes: list[str]) -> dict[str, str]:
 
 
 def category_palette(categories: list[str], neutral: str | None = None) -> dict[str, str]:
-    """category -> colour from Paul Tol's muted scheme (up to 9); `neutral` (e.g. "mixed") is grey."""
+    """category -> colour from Paul Tol's muted scheme (up to 9); `neutral` (e.g. "none") is grey."""
     named = [c for c in categories if c != neutral]
     if len(named) > len(TOL_MUTED):
         raise ValueError(f"category_palette: {len(named)} categories, at most {len(TOL_MUTED)} supported")
@@ -103,3 +104,16 @@ def legend_outside(ax: plt.Axes, **kwargs) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if handles:
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, **kwargs)
+
+
+def head_dots(ax: plt.Axes, per_head, label: str) -> None:
+    """One dot per head beside its layer, from across-seed rows (a DataFrame: layer, head, mean,
+    ci_low, ci_high), with the head's interval over seeds as a whisker (none with one seed)."""
+    jitter = (per_head["head"] - per_head["head"].max() / 2) / max(per_head["head"].max(), 1) * 0.3
+    x = (per_head["layer"] + jitter).to_numpy()
+    spread = per_head[["ci_low", "ci_high"]].notna().all(axis=1).to_numpy()
+    if spread.any():
+        mean = per_head["mean"].to_numpy()[spread]
+        whisker = [mean - per_head["ci_low"].to_numpy()[spread], per_head["ci_high"].to_numpy()[spread] - mean]
+        ax.errorbar(x[spread], mean, yerr=whisker, fmt="none", ecolor="#332288", elinewidth=0.5, alpha=0.5, zorder=2)
+    ax.scatter(x, per_head["mean"], s=10, color="#88CCEE", edgecolor="#332288", linewidth=0.3, label=label, zorder=3)

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from scipy import stats as scipy_stats
 
 from bertgeom.io import provenance, write_parquet
+from bertgeom.stats.matching import apply_matching
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,19 @@ def read_seed_tables(paths: list[str]) -> pd.DataFrame:
     return table
 
 
-def run(snakemake) -> None:
-    """Snakemake entry point of rule `aggregate_seeds`."""
-    ci = snakemake.config.get("stats", {}).get("ci", 0.95)
-    table = read_seed_tables(list(snakemake.input))
+def write_aggregate(paths: list[str], out: str, name: str, ci: float, matching: str | None = None) -> None:
+    """Rule aggregate_seeds: the per-seed tables `paths` of table `name` -> mean and CI in `out`.
+
+    matching: the head matching across seeds (rule match_heads); a table with a `head` column is
+    aggregated over matched heads (`head` becomes the reference seed's head index).
+    """
+    table = read_seed_tables(list(paths))
+    extra = {}
+    if matching is not None and "head" in table.columns:
+        frame = pq.read_table(matching).to_pandas()
+        table = apply_matching(table, frame)
+        extra["heads_matched_to_seed"] = int(frame["reference_seed"].iloc[0])
     result = aggregate_seeds(table, ci)
-    meta = provenance(snakemake.config, table=snakemake.wildcards.name, seeds=sorted(int(s) for s in table["seed"].unique()), ci=ci)
-    write_parquet(result, snakemake.output[0], meta=meta)
-    log.info("wrote %s (%d rows from %d seeds)", snakemake.output[0], len(result), table["seed"].nunique())
+    meta = provenance({"ci": ci}, table=name, seeds=sorted(int(s) for s in table["seed"].unique()), ci=ci, **extra)
+    write_parquet(result, out, meta=meta)
+    log.info("wrote %s (%d rows from %d seeds)", out, len(result), table["seed"].nunique())

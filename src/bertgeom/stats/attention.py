@@ -13,72 +13,41 @@ patterns ("gates") but gives no formula for them; the scores below are our opera
     instance             mean mass on the diagonal  A[i, i]
     closed               mean mass on [CLS] and [SEP]  A[i, 0] + A[i, n-1]
 
-A head's label is the one gate whose score reaches its threshold; "mixed" when none or several do.
+A head's label comes from a null per gate (bertgeom.stats.gates; docs/methods.md, "Attention
+gates"); `thresholds` keep today's absolute-threshold label beside it (`gate_absolute`).
+Entropy, K90, the masses and the column share are bertgeom.measures' (the dump computes the same
+for every sequence); the cluster score and the singular values are defined here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from itertools import combinations
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from scipy.stats import norm
+import torch
 from tqdm import tqdm
 
-from bertgeom.data.variants import spike_domains
-from bertgeom.io import provenance, read_metadata, write_parquet
-from bertgeom.stats.cone import iter_batches, require_columns
+from bertgeom.io import class_name, iter_batches, provenance, read_metadata, require_columns, write_parquet
+from bertgeom.measures import attention_measure_names, attention_measures, row_k90
+from bertgeom.stats.domains import domain_shares, domain_table, membership
 
 log = logging.getLogger(__name__)
 
 GATES = ("directional", "open", "backward_contextual", "forward_contextual", "cluster", "instance", "closed")
 GATE_NAMES = {gate: gate.replace("_", " ") for gate in GATES}  # the paper's names
-MIXED = "mixed"
-K90_MASS = 0.9
+NONE, MULTIPLE = "none", "multiple"  # labels besides the gates: no gate passed, several passed
+LABELS = (*GATES, MULTIPLE, NONE)
 ROW_SUM_TOL = 0.02  # float16 storage: a row of 427 entries sums to 1 within ~1e-3
 MATRIX_BATCH = 32  # attention matrices per record batch (427 x 427 float16 = 364 kB each)
-SUMMARY_MEASURES = [
-    "entropy", "k90", "k90_q10", "k90_q50", "k90_q90", "mass_cls", "mass_sep", "mass_self",
-    "mass_prev", "mass_next", "col_top5", "attn_cone", "attn_cone_ref",
-]  # fmt: skip
 MATRIX_COLUMNS = ["seq_id", "label", "layer", "head", "n", "matrix"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Measures of one attention matrix
 # ---------------------------------------------------------------------------------------------
-
-
-def k90(attention: np.ndarray, mass: float = K90_MASS) -> np.ndarray:
-    """Keys needed to reach `mass` of each row's total: A [query, key] -> [query] int.
-
-    Keys are taken from the most attended down; a one-hot row needs 1, a uniform row of n keys
-    ceil(0.9 n). The relative tolerance 1e-9 keeps exact cases (0.9 n integral) from rounding up.
-    """
-    a = np.asarray(attention, dtype=np.float64)
-    cumulative = np.cumsum(-np.sort(-a, axis=-1), axis=-1)
-    target = mass * a.sum(axis=-1, keepdims=True) * (1 - 1e-9)
-    return (cumulative < target).sum(axis=-1) + 1
-
-
-def row_entropy(attention: np.ndarray) -> np.ndarray:
-    """Normalised row entropy H(A_i) / log n (0 * log 0 = 0): A [query, key] -> [query] in [0, 1]."""
-    a = np.asarray(attention, dtype=np.float64)
-    n = a.shape[-1]
-    if n < 2:
-        raise ValueError(f"row_entropy: needs at least 2 keys, got {n}")
-    logs = np.log(np.where(a > 0, a, 1.0))
-    return -(a * logs).sum(axis=-1) / np.log(n)
-
-
-def band_mass(attention: np.ndarray, offsets: range) -> np.ndarray:
-    """Per query row, the mass on keys i + d for d in `offsets`: A [query, key] -> [query]."""
-    a = np.asarray(attention, dtype=np.float64)
-    return sum(np.pad(np.diagonal(a, offset=d), (max(-d, 0), max(d, 0))) for d in offsets)
 
 
 def contiguous_partition(weights: np.ndarray, min_block: int) -> list[tuple[int, int]]:
@@ -146,30 +115,21 @@ def matrix_metrics(
 ) -> dict[str, float]:
     """Per-head metrics of one attention matrix A [query, key] (n x n, rows sum to 1).
 
-    Means over all n real query rows. Special keys: 0 ([CLS]) and n - 1 ([SEP]).
+    The measures of bertgeom.measures (means over all n real query rows; special keys 0 = [CLS]
+    and n - 1 = [SEP]; the contextual windows of `window` tokens), computed in float64, except the
+    cone of the rows (every sequence's is in the dump's attention_summary); then the cluster score
+    and the singular values.
     """
     a = np.asarray(attention, dtype=np.float64)
     n = a.shape[0]
-    k = k90(a)
-    column = a[:, 1:-1].sum(axis=0)  # attention received by each non-special key
+    names = attention_measure_names(top_keys, window)
+    values = attention_measures(torch.from_numpy(a)[None, None], torch.tensor([n]), top_keys, window)[0, 0].tolist()
     singular = np.linalg.svd(a, compute_uv=False)
     spectrum = singular / singular.sum()
     cluster, blocks = cluster_score(a, window, min_block)
     metrics = {
         "n": float(n),
-        "entropy": float(row_entropy(a).mean()),
-        "k90": float(k.mean()),
-        "k90_q10": float(np.quantile(k, 0.1)),
-        "k90_q50": float(np.quantile(k, 0.5)),
-        "k90_q90": float(np.quantile(k, 0.9)),
-        "mass_cls": float(a[:, 0].mean()),
-        "mass_sep": float(a[:, -1].mean()),
-        "mass_self": float(np.diagonal(a).mean()),
-        "mass_prev": float(band_mass(a, range(-1, 0)).mean()),
-        "mass_next": float(band_mass(a, range(1, 2)).mean()),
-        "mass_back": float(band_mass(a, range(-window, 0)).mean()),
-        "mass_fwd": float(band_mass(a, range(1, window + 1)).mean()),
-        f"col_top{top_keys}": float(np.sort(column)[::-1][:top_keys].sum() / a.sum()),
+        **{name: value for name, value in zip(names, values) if name not in ("attn_cone", "attn_cone_ref")},
         "cluster": cluster,
         "cluster_blocks": float(blocks),
         "rank": float((singular > rank_tol * singular[0]).sum()),
@@ -191,16 +151,6 @@ def gate_scores(metrics: dict[str, float], top_keys: int) -> dict[str, float]:
         "instance": metrics["mass_self"],
         "closed": metrics["mass_cls"] + metrics["mass_sep"],
     }
-
-
-def gate_label(scores: dict[str, float], thresholds: dict[str, float]) -> tuple[str, int, str]:
-    """(label, gates passed, best gate): the one gate with score >= threshold, else "mixed".
-
-    The best gate is the one with the largest score / threshold, a hint for "mixed" heads.
-    """
-    passed = [g for g in GATES if scores[g] >= thresholds[g]]
-    best = max(GATES, key=lambda g: scores[g] / thresholds[g])
-    return (passed[0] if len(passed) == 1 else MIXED), len(passed), best
 
 
 def head_gates(attention: np.ndarray, patterns: dict) -> tuple[dict[str, float], dict[str, float]]:
@@ -249,58 +199,32 @@ def iter_attention(path: str, columns: list[str] = MATRIX_COLUMNS) -> Iterator[t
             yield record, a
 
 
-def domain_membership(token_map: str, domain_names: list[str]) -> np.ndarray:
-    """[position, domain] bool from token_map.parquet: position t lies in domain d (any overlap)."""
-    require_columns(token_map, ["position", "domains"])
-    frame = pq.read_table(token_map, columns=["position", "domains"]).to_pandas()
-    member = np.zeros((int(frame["position"].max()) + 1, len(domain_names)), dtype=bool)
-    index = {name: i for i, name in enumerate(domain_names)}
-    for position, domains in zip(frame["position"], frame["domains"]):
-        for name in domains if domains is not None else []:
-            if name not in index:
-                raise ValueError(f"{token_map}: position {position}: unknown domain {name!r} (known: {domain_names})")
-            member[position, index[name]] = True
-    return member
-
-
-def domain_shares(attention: np.ndarray, member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(observed, expected) share of attention per domain, over the non-special keys 1..n-2.
-
-    observed_d = attention received by keys in d / attention received by all non-special keys;
-    expected_d = keys in d / non-special keys. Positions past the token map lie in no domain.
-    """
-    a = np.asarray(attention, dtype=np.float64)
-    n = a.shape[0]
-    keys = np.zeros((n - 2, member.shape[1]), dtype=bool)
-    covered = min(n - 1, member.shape[0]) - 1
-    keys[:covered] = member[1 : covered + 1]
-    received = a[:, 1:-1].sum(axis=0)
-    return received @ keys / received.sum(), keys.mean(axis=0)
-
-
 # ---------------------------------------------------------------------------------------------
 # Per-seed tables
 # ---------------------------------------------------------------------------------------------
 
 
-def summary_table(path: str, seed: int, batch_rows: int) -> pd.DataFrame:
+def summary_table(path: str, seed: int, batch_rows: int, top_keys: int) -> pd.DataFrame:
     """Means over every dumped sequence of attention_summary.parquet, tidy, source "all"."""
-    columns = ["layer", "head"] + SUMMARY_MEASURES
+    measures = list(attention_measure_names(top_keys))
+    columns = ["layer", "head"] + measures
     frames = [batch.to_pandas() for batch in iter_batches(path, columns, batch_rows)]
     if not frames:
         raise ValueError(f"{path}: no rows")
     frame = pd.concat(frames, ignore_index=True)
     grouped = frame.groupby(["layer", "head"])
-    means = grouped[SUMMARY_MEASURES].mean()
+    means = grouped[measures].mean()
     means["n_seqs"] = grouped.size()
     tidy = means.reset_index().melt(id_vars=["layer", "head"], var_name="measure", value_name="value")
     return tidy.assign(seed=seed, source="all")
 
 
 def subset_tables(
-    attention_path: str, member: np.ndarray, domain_names: list[str], patterns: dict, seed: int, classes: list[str]
+    attention_path: str, member: np.ndarray, domain_names: list[str], patterns: dict, seed: int, classes: list[str],
+    each: Callable[[dict, np.ndarray], None] | None = None,
 ):
-    """Metrics, gate scores, K90 samples and domain shares from the subset's full matrices.
+    """Metrics, gate scores, K90 samples and domain shares from the subset's full matrices; `each`
+    (record, A) is called on every matrix too.
 
     Returns (per-matrix metrics+scores DataFrame, K90 samples DataFrame, per-matrix domain rows).
     """
@@ -308,12 +232,13 @@ def subset_tables(
     n_rows = pq.ParquetFile(attention_path).metadata.num_rows
     for record, a in tqdm(iter_attention(attention_path), total=n_rows, desc="attention matrices", mininterval=10):
         metrics, scores = head_gates(a, patterns)
-        label, _, _ = gate_label(scores, patterns["thresholds"])
         key = {"layer": record["layer"], "head": record["head"], "seq_id": record["seq_id"]}
-        metric_rows.append({**key, **metrics, **{f"score_{g}": s for g, s in scores.items()}, "gate": label})
-        k = k90(a)
+        metric_rows.append({**key, **metrics, **{f"score_{g}": s for g, s in scores.items()}})
+        if each is not None:
+            each(record, a)
+        k = row_k90(torch.from_numpy(a)).numpy()
         k90_frames.append(
-            pd.DataFrame({**key, "label": record["label"], "class": _class_name(record["label"], classes, attention_path),
+            pd.DataFrame({**key, "label": record["label"], "class": class_name(record["label"], classes, attention_path),
                           "position": np.arange(len(k)), "k90": k})  # fmt: skip
         )
         observed, expected = domain_shares(a, member)
@@ -329,69 +254,13 @@ def subset_tables(
     return pd.DataFrame(metric_rows), k90_table, pd.DataFrame(domain_rows)
 
 
-def _class_name(label: int, classes: list[str], path: str) -> str:
-    if not 0 <= int(label) < len(classes):
-        raise ValueError(f"{path}: label {label} outside config classes (0..{len(classes) - 1})")
-    return classes[int(label)]
-
-
-def patterns_tables(per_matrix: pd.DataFrame, patterns: dict, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(tidy subset metrics, gates table) from the per-matrix rows of `subset_tables`.
-
-    Scores and metrics are averaged over the subset's sequences; the head's label comes from the
-    mean scores; label_share is the share of its matrices whose own label agrees.
-    """
-    numeric = per_matrix.drop(columns=["seq_id", "gate"])
-    grouped = numeric.groupby(["layer", "head"])
+def patterns_tables(per_matrix: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Tidy subset metrics and gate scores, averaged over the subset's sequences (+ n_seqs)."""
+    grouped = per_matrix.drop(columns=["seq_id"]).groupby(["layer", "head"])
     means = grouped.mean()
     means["n_seqs"] = grouped.size()
     tidy = means.reset_index().melt(id_vars=["layer", "head"], var_name="measure", value_name="value")
-    gates = []
-    for (layer, head), row in means.iterrows():
-        scores = {g: row[f"score_{g}"] for g in GATES}
-        label, n_passed, best = gate_label(scores, patterns["thresholds"])
-        own = per_matrix.loc[(per_matrix["layer"] == layer) & (per_matrix["head"] == head), "gate"]
-        gates.append(
-            {"seed": seed, "layer": layer, "head": head, "gate": label, "best_gate": best, "n_passed": n_passed,
-             "label_share": float((own == label).mean()), "n_seqs": int(row["n_seqs"]),
-             **{f"score_{g}": scores[g] for g in GATES}}  # fmt: skip
-        )
-    gates_table = pd.DataFrame(gates).astype(
-        {"seed": "int32", "layer": "int16", "head": "int16", "n_passed": "int8", "n_seqs": "int32"}
-    )
-    return tidy.assign(seed=seed, source="subset"), gates_table
-
-
-def domain_table(per_matrix: pd.DataFrame, class_rows: pd.DataFrame, n_heads_total: int, seed: int) -> pd.DataFrame:
-    """Tidy domain attention: share vs expected per (layer, head, domain), z-test over sequences.
-
-    Per sequence the difference share - expected is one observation; z = mean / (sd / sqrt(m))
-    over the m subset sequences, two-sided normal p, Bonferroni over all heads of the model
-    (p_bonferroni = min(1, p x heads)). share_classes: the mean over classes of the share in each
-    class's mean attention matrix (class_attention.parquet: every correctly classified sequence).
-    """
-    rows = []
-    for (layer, head, domain), group in per_matrix.groupby(["layer", "head", "domain"], sort=True):
-        diff = (group["share"] - group["expected"]).to_numpy()
-        m = len(diff)
-        sd = diff.std(ddof=1) if m > 1 else np.nan
-        z = diff.mean() / (sd / np.sqrt(m)) if m > 1 and sd > 0 else np.nan
-        p = 2 * norm.sf(abs(z)) if np.isfinite(z) else np.nan
-        measures = {
-            "share": group["share"].mean(),
-            "expected": group["expected"].mean(),
-            "ratio": group["share"].mean() / group["expected"].mean() if group["expected"].mean() > 0 else np.nan,
-            "z": z,
-            "p": p,
-            "p_bonferroni": min(1.0, p * n_heads_total) if np.isfinite(p) else np.nan,
-            "n_seqs": float(m),
-        }
-        rows += [(layer, head, domain, name, float(value)) for name, value in measures.items()]
-    if len(class_rows):
-        shares = class_rows.groupby(["layer", "head", "domain"])["share"].mean()
-        rows += [(layer, head, domain, "share_classes", float(v)) for (layer, head, domain), v in shares.items()]
-    table = pd.DataFrame(rows, columns=["layer", "head", "domain", "measure", "value"]).assign(seed=seed)
-    return table
+    return tidy.assign(seed=seed, source="subset")
 
 
 def class_domain_rows(path: str, member: np.ndarray, domain_names: list[str]) -> pd.DataFrame:
@@ -421,76 +290,38 @@ def attention_tables(
     class_attention: str,
     token_map: str,
     variants: str,
+    null_scores: str,
     patterns: dict,
     classes: list[str],
     seed: int,
     batch_rows: int = 65536,
 ) -> dict[str, pd.DataFrame]:
-    """Every per-seed table of rule attention_patterns: patterns, gates, k90, domains."""
-    domain_names = [d.name for d in spike_domains(variants)]
-    member = domain_membership(token_map, domain_names)
+    """Every per-seed table of rule attention_patterns: patterns, gates, gate_tests, row_gates, k90,
+    domains. null_scores: the null model's per-matrix scores (rule null_model), the closed gate's null."""
+    from bertgeom.stats import gates  # gates uses this module's cluster score and gate scores: no import cycle
+
+    parts, subunits, member = membership(token_map, variants)
+    domain_names = parts + subunits
     log.info("summary means over every sequence: %s", summary)
-    all_rows = summary_table(summary, seed, batch_rows)
+    all_rows = summary_table(summary, seed, batch_rows, patterns["top_keys"])
     log.info("subset matrices: %s", attention)
-    per_matrix, k90_table, domain_rows = subset_tables(attention, member, domain_names, patterns, seed, classes)
-    subset_rows, gates = patterns_tables(per_matrix, patterns, seed)
-    n_heads_total = int(all_rows[["layer", "head"]].drop_duplicates().shape[0])
-    domains = domain_table(domain_rows, class_domain_rows(class_attention, member, domain_names), n_heads_total, seed)
+    labeller = gates.Labeller(patterns, gates.read_null_scores(null_scores, patterns), seed)
+    per_matrix, k90_table, domain_rows = subset_tables(attention, member, domain_names, patterns, seed, classes,
+                                                       each=labeller.add)  # fmt: skip
+    gate_tables = labeller.tables(per_matrix, iter_attention(attention))
+    class_rows = class_domain_rows(class_attention, member, domain_names)
+    domains = domain_table(domain_rows, class_rows, parts, patterns["fdr"], seed)
     return {
-        "patterns": _tidy(pd.concat([subset_rows, all_rows], ignore_index=True), ["layer", "head", "source"]),
-        "gates": gates.sort_values(["layer", "head"]).reset_index(drop=True),
+        "patterns": _tidy(pd.concat([patterns_tables(per_matrix, seed), all_rows], ignore_index=True),
+                          ["layer", "head", "source"]),  # fmt: skip
+        **gate_tables,
         "k90": k90_table,
         "domains": _tidy(domains, ["layer", "head", "domain"]),
     }
 
 
 # ---------------------------------------------------------------------------------------------
-# Across seeds
-# ---------------------------------------------------------------------------------------------
-
-
-def gate_agreement(gates: pd.DataFrame) -> pd.DataFrame:
-    """Agreement of the gate labels across seeds, from the concatenated per-seed gates tables.
-
-    Heads of independently trained models are interchangeable, so besides the agreement at the
-    same (layer, head) position there is the agreement after the best one-to-one matching of a
-    layer's heads, sum_g min(count_s(g), count_t(g)) / heads, and the chance level of the positional
-    agreement, sum_g share_s(g) share_t(g); each averaged over seed pairs (s, t).
-    Columns: layer, head (null on whole-layer rows), gate (null where not per gate), measure, value, n_seeds.
-    """
-    seeds = sorted(gates["seed"].unique())
-    rows = []
-    for layer, in_layer in gates.groupby("layer"):
-        wide = in_layer.pivot(index="head", columns="seed", values="gate")
-        pairs = list(combinations(seeds, 2))
-        for head, labels in wide.iterrows():
-            counts = Counter(labels.dropna())
-            modal = min(counts, key=lambda g: (-counts[g], g))
-            agree = np.mean([labels[s] == labels[t] for s, t in pairs]) if pairs else np.nan
-            rows.append((layer, head, modal, "position_agreement", agree, len(labels.dropna())))
-            rows.append((layer, head, modal, "modal_share", counts[modal] / len(labels.dropna()), len(labels.dropna())))
-        per_seed = {s: Counter(wide[s].dropna()) for s in seeds}
-        heads = len(wide)
-        matched = [sum(min(per_seed[s][g], per_seed[t][g]) for g in (*GATES, MIXED)) / heads for s, t in pairs]
-        chance = [sum(per_seed[s][g] * per_seed[t][g] for g in (*GATES, MIXED)) / heads**2 for s, t in pairs]
-        layer_rows = {
-            "position_agreement": np.mean([r[4] for r in rows if r[0] == layer and r[3] == "position_agreement"]),
-            "matched_agreement": np.mean(matched) if pairs else np.nan,
-            "chance_agreement": np.mean(chance) if pairs else np.nan,
-        }
-        rows += [(layer, None, None, m, v, len(seeds)) for m, v in layer_rows.items()]
-        for gate in (*GATES, MIXED):
-            shares = [per_seed[s][gate] / heads for s in seeds]
-            rows.append((layer, None, gate, "share_mean", float(np.mean(shares)), len(seeds)))
-            rows.append(
-                (layer, None, gate, "share_sd", float(np.std(shares, ddof=1)) if len(seeds) > 1 else np.nan, len(seeds))
-            )
-    table = pd.DataFrame(rows, columns=["layer", "head", "gate", "measure", "value", "n_seeds"])
-    return table.astype({"layer": "int16", "head": "Int16", "value": "float64", "n_seeds": "int32"})
-
-
-# ---------------------------------------------------------------------------------------------
-# Snakemake entry points
+# Rule entry point
 # ---------------------------------------------------------------------------------------------
 
 
@@ -499,33 +330,24 @@ def _upstream(path: str) -> dict:
     return {k: upstream[k] for k in ("model_dir", "model_sha256") if k in upstream}
 
 
-def run(snakemake) -> None:
-    """Rule attention_patterns: one seed's patterns, gates, k90 and domain_attention tables."""
-    seed = int(snakemake.wildcards.seed)
-    tables = attention_tables(
-        snakemake.input.summary,
-        snakemake.input.attention,
-        snakemake.input.class_attention,
-        snakemake.input.token_map,
-        snakemake.input.variants,
-        snakemake.params.patterns,
-        snakemake.params.classes,
-        seed,
-        snakemake.params.batch_rows,
-    )
-    meta = provenance(snakemake.config, seed=seed, **_upstream(snakemake.input.attention))
+def write_attention_patterns(
+    summary: str,
+    attention: str,
+    class_attention: str,
+    token_map: str,
+    variants: str,
+    null_scores: str,
+    outputs: dict[str, str],
+    patterns: dict,
+    classes: list[str],
+    seed: int,
+    batch_rows: int = 65536,
+) -> None:
+    """Rule attention_patterns: one seed's patterns, gates, gate_tests, row_gates, k90 and domains
+    tables (`outputs` keys)."""
+    tables = attention_tables(summary, attention, class_attention, token_map, variants, null_scores, patterns, classes,
+                              seed, batch_rows)  # fmt: skip
+    meta = provenance({"patterns": patterns, "classes": classes}, seed=seed, **_upstream(attention))
     for name, table in tables.items():
-        write_parquet(table, snakemake.output[name], meta=meta)
-        log.info("wrote %s (%d rows)", snakemake.output[name], len(table))
-
-
-def run_agreement(snakemake) -> None:
-    """Rule gate_agreement: label agreement across seeds from every seed's gates table."""
-    gates = pd.concat([pq.read_table(path).to_pandas() for path in snakemake.input], ignore_index=True)
-    table = gate_agreement(gates)
-    write_parquet(
-        table,
-        snakemake.output[0],
-        meta=provenance(snakemake.config, seeds=sorted(int(s) for s in gates["seed"].unique())),
-    )
-    log.info("wrote %s (%d rows)", snakemake.output[0], len(table))
+        write_parquet(table, outputs[name], meta=meta)
+        log.info("wrote %s (%d rows)", outputs[name], len(table))

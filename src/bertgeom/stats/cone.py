@@ -12,7 +12,8 @@ max_length rows, [PAD] included, and does not divide by n. It exists only to com
 original numbers; it measures the padding as much as the sequence.
 
 Everything a cloud needs is a sum over its vectors (`Moments`), so class- and dataset-level clouds
-are built from per-sequence sums read in batches: memory does not grow with the number of sequences.
+are built from per-sequence sums read in batches (the dump's summary and heads files, made by
+bertgeom.measures.vector_stats): memory does not grow with the number of sequences.
 The README section "Geometry statistics" defines every identifier and measure of the output table.
 """
 
@@ -27,14 +28,14 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bertgeom.io import provenance, read_metadata, to_matrix, write_parquet
+from bertgeom.hooks import HEAD_SOURCE
+from bertgeom.io import class_name, iter_batches, provenance, read_metadata, require_columns, to_matrix, write_parquet
 
 log = logging.getLogger(__name__)
 
 EPS = 1e-12  # below this a vector has no direction: it adds nothing to sum_unit (but counts in n)
 WHOLE_LAYER = -1  # `head` of whole-layer stages
 ALL = "all"  # `class` of rows pooled over every class
-HEAD_STAGES = {"q": "q", "k": "k", "v": "v", "context": "z"}  # whole-layer stage -> per-head stage
 KEYS = ["split", "label", "layer", "stage", "head"]
 COLUMNS = ["seed", "split", "scope", "class", "layer", "stage", "head", "variant", "measure", "value"]
 
@@ -92,35 +93,6 @@ def mean_pairwise_cosine(vectors: np.ndarray, chunk: int = 4096) -> float:
         rows = np.arange(block.shape[0])
         total += block.sum() - block[rows, start + rows].sum()  # drop the diagonal i = j
     return total / (n * (n - 1))
-
-
-def sequence_sums(hidden: np.ndarray, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per-sequence sufficient statistics over the real tokens.
-
-    hidden [batch, seq, d]; mask [batch, seq] (True/1 = real token; None = all real).
-    Returns n [batch], sum_unit [batch, d], sum_vec [batch, d], sum_sq_norm [batch] (float64).
-    """
-    hidden = np.asarray(hidden, dtype=np.float64)
-    if hidden.ndim != 3:
-        raise ValueError(f"sequence_sums: expected hidden [batch, seq, d], got shape {hidden.shape}")
-    real = np.ones(hidden.shape[:2]) if mask is None else np.asarray(mask, dtype=np.float64)
-    if real.shape != hidden.shape[:2]:
-        raise ValueError(f"sequence_sums: mask shape {real.shape} != hidden's [batch, seq] {hidden.shape[:2]}")
-    weights = real[..., None]
-    return {
-        "n": real.sum(axis=1),
-        "sum_unit": (unit_rows(hidden) * weights).sum(axis=1),
-        "sum_vec": (hidden * weights).sum(axis=1),
-        "sum_sq_norm": (np.einsum("bsd,bsd->bs", hidden, hidden) * real).sum(axis=1),
-    }
-
-
-def reference_cone_index(hidden: np.ndarray) -> np.ndarray:
-    """Reference-compatible cone index of the original code: all rows, [PAD] included, unnormalised.
-
-    hidden [batch, max_length, d] -> [batch]. The padding mask is ignored on purpose.
-    """
-    return cone_index(hidden)
 
 
 def isoscore_from_cov(cov: np.ndarray) -> float:
@@ -240,30 +212,6 @@ def group_sums(keys: pd.DataFrame, values: dict[str, np.ndarray]) -> Iterator[tu
     sums = {name: np.add.reduceat(np.asarray(v)[order], starts, axis=0) for name, v in values.items()}
     for i, code in enumerate(codes[order][starts]):
         yield tuple(uniques[code]), {name: s[i] for name, s in sums.items()}
-
-
-def require_columns(path: str, columns: list[str]) -> None:
-    """ValueError naming the file and the missing columns, if any."""
-    names = set(pq.read_schema(path).names)
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing} (see docs/outputs.md, activations)")
-
-
-def iter_batches(path: str, columns: list[str], batch_rows: int, filter=None) -> Iterator:
-    """Record batches of `columns` of a Parquet file, `batch_rows` rows at a time (optionally the
-    rows matching `filter`, a pyarrow.compute expression). Memory is bounded by a batch or so.
-
-    pre_buffer off: by default the reader fetches the column chunks of every row group up front, so
-    memory grew with the file (benchmarks/bench_stats.py); the dataset scanner's read-ahead did too.
-    """
-    require_columns(path, columns)
-    reader = pq.ParquetFile(path, pre_buffer=False)
-    for batch in reader.iter_batches(batch_size=batch_rows, columns=columns):
-        if filter is not None:
-            batch = batch.filter(filter)
-        if batch.num_rows:
-            yield batch
 
 
 def _keys(batch, stage: str | None = None, head: int | None = None) -> pd.DataFrame:
@@ -400,9 +348,9 @@ def subset_moments(path: str, layer: int, n_heads: int, batch_rows: int) -> dict
             x = vectors[rows].astype(np.float64)
             n_seqs = int(starts[rows].sum())
             _add_moments(acc, key, Moments.of_vectors(x, n_seqs))
-            if key[3] in HEAD_STAGES:
+            if key[3] in HEAD_SOURCE:
                 for head, part in enumerate(np.split(x, n_heads, axis=1)):
-                    _add_moments(acc, (*key[:3], HEAD_STAGES[key[3]], head), Moments.of_vectors(part, n_seqs))
+                    _add_moments(acc, (*key[:3], HEAD_SOURCE[key[3]], head), Moments.of_vectors(part, n_seqs))
     return acc
 
 
@@ -418,17 +366,9 @@ def subset_rows(moments: Moments, outlier_sigma: float) -> list[tuple[str, str, 
     return [("subset", "ours", m, v) for m, v in measures.items()]
 
 
-def _class_name(label, classes: list[str], path: str) -> str:
-    if label == ALL:
-        return ALL
-    if not 0 <= int(label) < len(classes):
-        raise ValueError(f"{path}: label {label} outside config classes (0..{len(classes) - 1})")
-    return classes[int(label)]
-
-
 def _emit(rows: list, seed: int, key: tuple, measures: list, classes: list[str], path: str) -> None:
     split, label, layer, stage, head = key
-    name = _class_name(label, classes, path)
+    name = ALL if label == ALL else class_name(label, classes, path)
     for scope, variant, measure, value in measures:
         rows.append((seed, split, scope, name, int(layer), stage, int(head), variant, measure, float(value)))
 
@@ -480,20 +420,19 @@ def stats_provenance(config: dict, seed: int, source: str) -> dict:
     return provenance(config, seed=seed, source=str(source), **{k: upstream[k] for k in ("model_dir", "model_sha256") if k in upstream})
 
 
-def run(snakemake) -> None:
-    """Snakemake entry point of rule `cone_index`."""
-    config = snakemake.config
-    stats = config.get("stats", {})
-    table = cone_table(
-        snakemake.input.summary,
-        snakemake.input.heads,
-        snakemake.input.attention_summary,
-        snakemake.input.tokens,
-        config["classes"],
-        int(snakemake.wildcards.seed),
-        stats.get("batch_rows", 8192),
-        stats.get("outlier_sigma", 3.0),
-    )
-    meta = stats_provenance(config, int(snakemake.wildcards.seed), snakemake.input.summary)
-    write_parquet(table, snakemake.output[0], meta=meta)
-    log.info("wrote %s (%d rows)", snakemake.output[0], len(table))
+def write_cone_index(
+    summary: str,
+    heads: str,
+    attention_summary: str,
+    tokens: str,
+    out: str,
+    classes: list[str],
+    seed: int,
+    outlier_sigma: float,
+    batch_rows: int = 8192,
+) -> None:
+    """Rule cone_index: the tidy cone-index table of one seed, written to `out`."""
+    table = cone_table(summary, heads, attention_summary, tokens, classes, seed, batch_rows, outlier_sigma)
+    meta = stats_provenance({"classes": classes, "outlier_sigma": outlier_sigma}, seed, summary)
+    write_parquet(table, out, meta=meta)
+    log.info("wrote %s (%d rows)", out, len(table))

@@ -31,9 +31,8 @@ from safetensors import safe_open
 from scipy.linalg import orth, subspace_angles
 from tqdm import tqdm
 
-from bertgeom.io import provenance, to_matrix, write_parquet
+from bertgeom.io import provenance, require_columns, to_matrix, write_parquet
 from bertgeom.stats.attention import iter_attention
-from bertgeom.stats.cone import require_columns
 
 log = logging.getLogger(__name__)
 
@@ -281,12 +280,8 @@ def directionality_table(model_dir: str, tokens: str, attention: str, eig_tol: f
     return table.sort_values(["seed", "layer", "head", "variant", "measure"], kind="stable").reset_index(drop=True)
 
 
-def run(snakemake) -> None:
+def write_directionality(model_dir: str, tokens: str, attention: str, out: str, eig_tol: float, seed: int) -> None:
     """Rule directionality: one seed's weights- and data-based directionality table."""
-    seed = int(snakemake.wildcards.seed)
-    model_dir = str(Path(snakemake.input.model).parent)
-    table = directionality_table(
-        model_dir, snakemake.input.tokens, snakemake.input.attention, snakemake.params.eig_tol, seed
-    )
-    write_parquet(table, snakemake.output[0], meta=provenance(snakemake.config, model_dir=model_dir, seed=seed))
-    log.info("wrote %s (%d rows)", snakemake.output[0], len(table))
+    table = directionality_table(model_dir, tokens, attention, eig_tol, seed)
+    write_parquet(table, out, meta=provenance({"eig_tol": eig_tol}, model_dir=model_dir, seed=seed))
+    log.info("wrote %s (%d rows)", out, len(table))

@@ -25,16 +25,8 @@ from sklearn.metrics import silhouette_samples
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from threadpoolctl import threadpool_limits
 
-from bertgeom.io import to_matrix, write_parquet
-from bertgeom.stats.cone import (
-    ALL,
-    isoscore,
-    iter_batches,
-    normalised_cone,
-    outlier_z,
-    require_columns,
-    stats_provenance,
-)
+from bertgeom.io import iter_batches, require_columns, to_matrix, write_parquet
+from bertgeom.stats.cone import ALL, isoscore, normalised_cone, outlier_z, stats_provenance
 
 log = logging.getLogger(__name__)
 
@@ -165,18 +157,23 @@ def is_degenerate(x: np.ndarray) -> bool:
 def cloud_measures(x: np.ndarray, y: np.ndarray, classes: list[str], options: dict) -> list[tuple]:
     """(class, measure, index, value) rows of one cloud x [m, d] with labels y [m] (index -1: scalar).
 
-    A degenerate cloud (is_degenerate) gets no PCA rows and a NaN IsoScore.
+    A degenerate cloud (is_degenerate) gets no PCA rows, and NaN IsoScore, probe accuracy and
+    silhouettes: they are undefined there (a probe of identical points scores the majority class,
+    scikit-learn's silhouette of identical points is 0), not chance-level or 0.
     """
     degenerate = is_degenerate(x)
     rows: list[tuple] = [(ALL, "n", -1, len(x))]
-    if not degenerate:
+    if degenerate:
+        log.info("degenerate cloud (%d points, all (nearly) equal): PCA, IsoScore, probe and silhouette undefined (NaN)", len(x))
+    else:
         ratios = pca_explained(x, options["pca_components"])
         rows += [(ALL, "pca_explained_variance_ratio", k, v) for k, v in enumerate(ratios)]
-    accuracy, spread, folds = probe_accuracy(x, y, options["probe_folds"])
+    accuracy, spread, folds = (np.nan, np.nan, 0) if degenerate else probe_accuracy(x, y, options["probe_folds"])
     rows += [(ALL, "probe_accuracy", -1, accuracy), (ALL, "probe_accuracy_std", -1, spread)]
     rows += [(ALL, "probe_folds", -1, folds), (ALL, "probe_chance", -1, chance_accuracy(y))]
-    for label, value in silhouette_by_class(x, y).items():
-        rows.append((label if label == ALL else classes[label], "silhouette", -1, value))
+    silhouettes = silhouette_by_class(x, y)
+    for label, value in silhouettes.items():
+        rows.append((label if label == ALL else classes[label], "silhouette", -1, np.nan if degenerate else value))
     means, variances = x.mean(axis=0, dtype=np.float64), x.var(axis=0, dtype=np.float64)
     z = outlier_z(means)
     outliers = np.flatnonzero(np.abs(z) > options["outlier_sigma"])
@@ -196,16 +193,21 @@ def cloud_measures(x: np.ndarray, y: np.ndarray, classes: list[str], options: di
 def embedding_rows(cloud: dict, x: np.ndarray, classes: list[str], options: dict, n_jobs: int) -> pd.DataFrame:
     """2-D coordinates of one cloud: PCA (all points) and t-SNE (tsne_subset of them).
 
-    None for a degenerate cloud or one too small (PCA: 2 points and dimensions, t-SNE: 4 points).
+    A degenerate cloud gets NaN coordinates (undefined: the figures leave a gap); a cloud too small
+    for the method (PCA: 2 points and dimensions, t-SNE: 4 points) gets no rows.
     """
     frames = []
     chosen = tsne_subset(len(x), options["tsne_max_points"])
     usable = not is_degenerate(x)
+    undefined = np.full((len(x), 2), np.nan)
     pcs = PCA(n_components=2, random_state=RANDOM_STATE).fit_transform(x) if usable and min(x.shape) >= 2 else None
     tsne = tsne_2d(x[chosen], options["tsne_perplexity"], n_jobs) if usable and len(chosen) >= 4 else None
     for method, coords, rows in (("pca", pcs, np.arange(len(x))), ("tsne", tsne, chosen)):
-        if coords is None:
-            log.warning("no 2-D %s: %d points, %s", method, len(rows), "too few" if usable else "all (nearly) equal")
+        if coords is None and not usable:
+            log.info("2-D %s of %d points undefined (all (nearly) equal): NaN coordinates", method, len(rows))
+            coords = undefined[rows]
+        elif coords is None:
+            log.warning("no 2-D %s: %d points, too few", method, len(rows))
             continue
         labels = cloud["label"][rows].astype(int)
         frames.append(
@@ -224,20 +226,9 @@ def embedding_rows(cloud: dict, x: np.ndarray, classes: list[str], options: dict
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EMBEDDING_COLUMNS[5:])
 
 
-DEFAULTS = {
-    "stages": ["input", "attn_ln", "output"],
-    "pca_components": 10,
-    "probe_folds": 5,
-    "outlier_sigma": 3.0,
-    "tsne_perplexity": 30.0,
-    "tsne_max_points": 2000,
-    "batch_rows": 8192,
-}
-
-
 def _layer_tables(summary, layer, classes, seed, options, n_jobs, rows, embeddings) -> None:
     """Append the distribution rows and 2-D coordinates of one layer (every split, stage, pooling)."""
-    for (split, stage), cloud in load_layer(summary, layer, options["stages"], options["batch_rows"]).items():
+    for (split, stage), cloud in load_layer(summary, layer, options["distribution_stages"], options["batch_rows"]).items():
         y = cloud["label"].astype(int)
         for pooling in POOLINGS:
             log.info("seed %d %s layer %d %s %s: %d points", seed, split, layer, stage, pooling, len(y))
@@ -250,17 +241,17 @@ def _layer_tables(summary, layer, classes, seed, options, n_jobs, rows, embeddin
             embeddings.append(frame)
 
 
-def distribution_tables(summary: str, classes: list[str], seed: int, options: dict | None = None, n_jobs: int = 1):
+def distribution_tables(summary: str, classes: list[str], seed: int, options: dict, n_jobs: int = 1):
     """(distribution table, embedding_2d table) of one seed from summary.parquet.
 
-    options: keys of DEFAULTS (config `stats`: distribution_stages -> stages, and the others).
+    options: config `stats` (distribution_stages, pca_components, probe_folds, outlier_sigma,
+    tsne_perplexity, tsne_max_points, batch_rows).
     """
-    options = {**DEFAULTS, **(options or {})}
     require_columns(summary, ["layer", "stage", "label"])
     meta = pq.read_table(summary, columns=["layer", "stage", "label"])
     layers = np.unique(meta.column("layer").to_numpy())
     present = set(meta.column("stage").to_pylist())
-    missing = [s for s in options["stages"] if s not in present]
+    missing = [s for s in options["distribution_stages"] if s not in present]
     if missing:
         raise ValueError(f"{summary}: stats.distribution_stages {missing} not in the file's stages {sorted(present)}")
     labels = meta.column("label").to_numpy()
@@ -281,16 +272,22 @@ def distribution_tables(summary: str, classes: list[str], seed: int, options: di
     return table, embedding
 
 
-def run(snakemake) -> None:
-    """Snakemake entry point of rule `distribution`."""
-    config = snakemake.config
-    stats = config.get("stats", {})
-    options = {key: stats[key] for key in DEFAULTS if key in stats}
-    if "distribution_stages" in stats:
-        options["stages"] = stats["distribution_stages"]
-    seed = int(snakemake.wildcards.seed)
-    table, embedding = distribution_tables(snakemake.input.summary, config["classes"], seed, options, snakemake.threads)
-    meta = stats_provenance(config, seed, snakemake.input.summary)
-    write_parquet(table, snakemake.output.distribution, meta=meta)
-    write_parquet(embedding, snakemake.output.embedding, meta=meta)
-    log.info("wrote %s (%d rows), %s (%d rows)", snakemake.output.distribution, len(table), snakemake.output.embedding, len(embedding))
+def write_distribution(
+    summary: str,
+    distribution_out: str,
+    embedding_out: str,
+    classes: list[str],
+    seed: int,
+    options: dict,
+    threads: int = 1,
+) -> None:
+    """Rule distribution: the distribution table and the 2-D embeddings of one seed.
+
+    options: config `stats` keys pca_components, probe_folds, outlier_sigma, tsne_perplexity,
+    tsne_max_points, distribution_stages, batch_rows.
+    """
+    table, embedding = distribution_tables(summary, classes, seed, options, threads)
+    meta = stats_provenance({"classes": classes, "stats": options}, seed, summary)
+    write_parquet(table, distribution_out, meta=meta)
+    write_parquet(embedding, embedding_out, meta=meta)
+    log.info("wrote %s (%d rows), %s (%d rows)", distribution_out, len(table), embedding_out, len(embedding))
