@@ -1,22 +1,25 @@
-"""Masked-LM pre-training sweep: which corpus/objective/budget makes structured attention emerge.
+"""Masked-LM pre-training sweep, judged by the null-calibrated gate labels (issue 15, docs/benchmarks.md).
 
-Per setting: pre-train one seed (bertgeom.pretrain.pretrain_seed), keep the model directory and its
-loss CSV under --out/<setting>/ (a rerun reuses a finished setting), then measure every head's
-attention on the first --per-class full-length test sequences of each class (eager attention,
-positions 0..n-1 as the activations stage sees them) with the project's own measures
-(bertgeom.stats.attention.matrix_metrics and gate_scores, the patterns defaults of the schema).
-Each gate score is printed beside the score of uniform attention over the same n keys
-(1 for the entropy, w/n for the contextual masses, 1/n for self, 2/n for [CLS]+[SEP], 5/n for the
-top-5 column share, 0 for cluster) and beside the same model's random initial weights (`init`).
-These are effect sizes, not the null-calibrated gate labels of issue 14: the saved checkpoints are
-kept so that the labels can be computed later.
+Per setting: pre-train one seed (bertgeom.pretrain.pretrain_seed; the model directory and its
+pretrain_log.csv are kept under --out/<setting>/, a rerun reuses a finished setting), then label
+every head of the MLM encoder exactly as the workflow does: the subset sequences of the default
+run (the first `activations.subset_per_class` test sequences of each class), the gate scores,
+nulls and tests of bertgeom.stats.gates (Labeller), the closed gate's null from the untrained
+model of the same architecture with weights from `patterns.nulls.seed`
+(bertgeom.stats.null_model), every `patterns` setting from the schema defaults (load_config).
+Reported per setting: label counts, the number of gate types besides open (distinct labels among
+the six structured gates; `multiple`, `none` and `open` are not counted) and the largest effect
+(score / null mean) per gate over the heads.
 
-    .venv/bin/python benchmarks/sweep_pretrain.py [--only NAME ...] [--tokens DIR] [--out DIR]
-    .venv/bin/python benchmarks/sweep_pretrain.py --finetune NAME --epochs 1 2 4
+    snakemake results/tokens/{train,val,test}.parquet --cores 1 --directory WORK   # the default data
+    .venv/bin/python benchmarks/sweep_pretrain.py --tokens WORK/results/tokens --out OUT [--only NAME ...]
+    .venv/bin/python benchmarks/sweep_pretrain.py --tokens ... --out OUT --finetune NAME --epochs 2 4 [--seeds 0 1 2]
+    .venv/bin/python benchmarks/sweep_pretrain.py --out OUT --only NAME ... --plot curves.png
 
---finetune fine-tunes the classifier from a setting's encoder (bertgeom.train.fit, the default
-config's train block, new head) and prints test macro-F1 per epoch count, plus the heads after
-fine-tuning. Run with nothing else heavy on the machine: CPU seconds are part of the result.
+--finetune pre-trains (or reuses) a setting for every --seeds, fine-tunes the classifier from each
+encoder (bertgeom.train.fit with the train block of config/config.yaml, a new head), prints test
+macro-F1 per epoch count and labels the fine-tuned heads too. Run with nothing else heavy on the
+machine and one thread: CPU seconds are part of the result.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import f1_score
@@ -35,18 +37,22 @@ from transformers import BertForMaskedLM, BertForSequenceClassification
 
 from bertgeom.config import ROOT, load_config
 from bertgeom.model import label_maps, predict_probs
-from bertgeom.pretrain import init_model, pretrain_seed
-from bertgeom.stats.attention import GATES, gate_scores, matrix_metrics
-from bertgeom.tokens import KmerTokenizer
-from bertgeom.train import Split, configure_torch, fit, load_split
+from bertgeom.pretrain import pretrain_seed
+from bertgeom.stats.gates import STRUCTURED, Labeller, closed_nulls, scores_of
+from bertgeom.stats.null_model import matrices, null_model_tables, subset_sequences
+from bertgeom.train import configure_torch, fit, load_split
 
-# Exploration at 600 steps (learning rate, batch, mask rate, window), then the sweep proper around
-# the candidate default M30 (small, windows of 64 tokens, batch 16, 30% single-token masking).
-# LINEAR: warm-up over 5% of the steps, then linear decay to 0 (decay_ratio 0.95).
+# Exploration at 600 steps (learning rate, batch, mask rate, window), then around M30 (small,
+# windows of 64 tokens, batch 16, 30% single-token masking). LINEAR: warm-up over 5% of the steps,
+# then linear decay to 0; WSD: warm-up 5%, constant lr, linear decay over the last 20%.
 LINEAR = dict(warmup_ratio=0.05, decay_ratio=0.95)
+WSD = dict(warmup_ratio=0.05, decay_ratio=0.2)
 X600 = dict(window=64, batch_size=16, mask_rate=0.15, span=1, lr=1e-3, steps=600, **LINEAR)
 M30 = dict(window=64, batch_size=16, mask_rate=0.3, span=1, lr=1e-3, steps=2000, **LINEAR)
+W30 = {**M30, **WSD}
+SIN = dict(position_init="sinusoidal")
 SETTINGS: dict[str, tuple[str, dict]] = {
+    # first sweep (measured on the data of commit 17015e1; see docs/benchmarks.md)
     "x-lr1e-3": ("small", X600),
     "x-lr3e-3": ("small", {**X600, "lr": 3e-3}),
     "x-lr1e-2": ("small", {**X600, "lr": 1e-2}),
@@ -61,197 +67,201 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     "m15-2000": ("small", {**M30, "mask_rate": 0.15}),
     "m30-w32": ("small", {**M30, "window": 32}),
     "m30-w128-b8": ("small", {**M30, "window": 128, "batch_size": 8}),
-    "m30-1000": ("small", {**M30, "steps": 1000}),
-    "m30-4000": ("small", {**M30, "steps": 4000}),
-    "tiny-m30-2000": ("tiny", M30),
-    "tiny-m30-8000": ("tiny", {**M30, "steps": 8000}),
-    # warm-up 5%, constant lr, linear decay over the last 20% (the library's default schedule)
-    "wsd-2000": ("small", {**M30, "decay_ratio": 0.2}),
-    "wsd-1500": ("small", {**M30, "decay_ratio": 0.2, "steps": 1500}),
+    "wsd-2000": ("small", {**W30, "steps": 2000}),
+    "wsd-1500": ("small", {**W30, "steps": 1500}),
+    # second sweep (data of the current generator): wsd schedule x position init x masking x window x steps x size
+    "wsd-1000": ("small", {**W30, "steps": 1000}),
+    "sin-wsd-1000": ("small", {**W30, "steps": 1000, **SIN}),
+    "sin-wsd-1500": ("small", {**W30, "steps": 1500, **SIN}),
+    "sin-wsd-1500-span3": ("small", {**W30, "steps": 1500, "span": 3, **SIN}),
+    "wsd-1500-span3": ("small", {**W30, "steps": 1500, "span": 3}),
+    "wsd-1500-span5": ("small", {**W30, "steps": 1500, "span": 5}),
+    "wsd-1500-span3-w32": ("small", {**W30, "steps": 1500, "span": 3, "window": 32}),
+    "sin-wsd-1500-span3-w32": ("small", {**W30, "steps": 1500, "span": 3, "window": 32, **SIN}),
+    "sin-wsd-1500-w32": ("small", {**W30, "steps": 1500, "window": 32, **SIN}),
+    "sin-wsd-1500-m15": ("small", {**W30, "steps": 1500, "mask_rate": 0.15, **SIN}),
+    "sin-wsd-2000": ("small", {**W30, "steps": 2000, **SIN}),
+    "tiny-sin-wsd-3000": ("tiny", {**W30, "steps": 3000, **SIN}),
 }
-ONE_TOKEN = ["mass_prev", "mass_next"]  # the previous / next token alone (window 1)
-SHOWN = ["open", "backward_contextual", "forward_contextual", "instance", "closed", "directional", "cluster"]
+LABELS = ["directional", "closed", "backward_contextual", "forward_contextual", "instance", "cluster",
+          "multiple", "none", "open"]  # fmt: skip
 
 
 def patterns() -> dict:
     return load_config()["patterns"]
 
 
-def test_sequences(tokens: Path, per_class: int) -> Split:
-    """The first `per_class` test sequences of each class (by seq_id)."""
-    split = load_split(tokens / "test.parquet", None)
-    order = np.argsort(split.seq_ids)
-    labels = split.labels.numpy()[order]
-    rows = torch.from_numpy(np.concatenate([order[labels == label][:per_class] for label in np.unique(labels)]))
-    return Split(split.ids[rows], split.n_tokens[rows], split.labels[rows], [split.seq_ids[i] for i in rows])
+def null_of(model_config: Path, tokens: Path, pat: dict, per_class: int) -> tuple[dict, set]:
+    """The closed gate's null per layer and the subset's seq_ids, as rule null_model makes them."""
+    scores = null_model_tables(str(model_config), [str(tokens / "test.parquet")], pat, per_class)["scores"]
+    return closed_nulls(scores, pat["min_effect"]["closed"]), set(scores["seq_id"])
 
 
 @torch.inference_mode()
-def head_table(encoder, split: Split, pat: dict) -> pd.DataFrame:
-    """Per (layer, head): the mean over sequences of matrix_metrics and gate_scores, beside uniform."""
+def label_heads(encoder, sequences: list, pat: dict, null: tuple, seed: int) -> dict[str, pd.DataFrame]:
+    """gates and gate_tests of every head of `encoder` (eager attention) on `sequences`, labelled
+    by bertgeom.stats.gates.Labeller as rule attention_patterns does."""
     encoder.eval()
-    rows = []
-    for i in range(len(split)):
-        n = int(split.n_tokens[i])
-        ids = split.ids[i : i + 1, :n].long()
-        attentions = encoder(input_ids=ids, output_attentions=True).attentions  # per layer [1, head, query, key]
-        for layer, a in enumerate(attentions):
-            for head in range(a.shape[1]):
-                metrics = matrix_metrics(
-                    a[0, head].double().numpy(),
-                    pat["window"],
-                    pat["top_keys"],
-                    pat["min_block"],
-                    pat["singular_values"],
-                    pat["rank_tol"],
-                )
-                scores = gate_scores(metrics, pat["top_keys"])
-                rows.append({"layer": layer, "head": head, **scores, **{k: metrics[k] for k in ONE_TOKEN}})
-    return pd.DataFrame(rows).groupby(["layer", "head"], as_index=False).mean()
+    labeller, rows = Labeller(pat, null, seed), []
+    for record, a in matrices(encoder, sequences):
+        rows.append({**record, **{f"score_{g}": s for g, s in scores_of(a, pat).items()}})
+        labeller.add(record, a)
+    tables = labeller.tables(pd.DataFrame(rows), matrices(encoder, sequences))
+    return {name: tables[name] for name in ("gates", "gate_tests")}
 
 
-def uniform_scores(split: Split, pat: dict) -> dict[str, float]:
-    """Gate scores of uniform attention over each sequence's n keys, averaged over the sequences."""
-    scores = []
-    for n in split.n_tokens.tolist():
-        metrics = matrix_metrics(
-            np.full((n, n), 1.0 / n), pat["window"], pat["top_keys"], pat["min_block"], pat["singular_values"], 1e-3
-        )
-        scores.append(gate_scores(metrics, pat["top_keys"]))
-    return pd.DataFrame(scores).mean().to_dict()
-
-
-def effect_summary(table: pd.DataFrame, uniform: dict) -> dict:
-    """Per gate the largest effect over heads (score / uniform score; for open 1 - entropy, the
-    selectivity) and the heads with effect >= 3 (a provisional yardstick, not a label)."""
-    summary = {"min_entropy": table["open"].min()}
-    for gate in ("backward_contextual", "forward_contextual", "instance", "closed", "directional"):
-        effect = table[gate] / uniform[gate]
-        summary[f"{gate}_max_x"] = effect.max()
-        summary[f"{gate}_heads_3x"] = int((effect >= 3).sum())
-    summary["cluster_max"] = table["cluster"].max()
-    # one-sided heads: a contextual effect >= 3 with at least twice the mass on one side than the other
-    back, fwd = table["backward_contextual"], table["forward_contextual"]
-    local = np.maximum(back, fwd) / uniform["backward_contextual"] >= 3
-    summary["one_sided_heads"] = int((local & ((back >= 2 * fwd) | (fwd >= 2 * back))).sum())
-    return summary
-
-
-def print_heads(name: str, table: pd.DataFrame, uniform: dict) -> None:
-    shown = table[["layer", "head", *SHOWN]].copy()
-    for gate in SHOWN[1:-1]:
-        shown[gate] = [f"{v:.3f} ({v / uniform[gate]:.1f}x)" for v in table[gate]]
-    shown["open"] = table["open"].map("{:.3f}".format)
-    shown["cluster"] = table["cluster"].map("{:.3f}".format)
-    print(f"\n## {name}: per-head gate scores (x = / uniform attention)")
-    print(shown.to_string(index=False))
-
-
-def run_setting(name: str, tokens: Path, out: Path, seed: int, threads: int) -> dict:
-    """Pre-train (or reuse) one setting; returns its loss/time record."""
-    preset, settings = SETTINGS[name]
-    model_dir = out / name
-    info_path = model_dir / "pretrain_info.json"
-    if not info_path.is_file():
-        pretrain_seed(
-            tokens / "train.parquet", tokens, model_dir, out / f".ckpt-{name}", preset, settings, seed, threads
-        )
-    info = json.loads(info_path.read_text())
-    log = pd.read_csv(model_dir / "pretrain_log.csv")
-    curve = {
-        f"loss@{s}": log.loc[log.step <= s, "loss"].tail(20).mean()
-        for s in (100, 500, 1000, 2000, 3000)
-        if s <= len(log)
+def label_summary(tables: dict[str, pd.DataFrame]) -> dict:
+    """Label counts, gate types besides open, the passed sets of `multiple` heads and the largest
+    effect per structured gate."""
+    counts = tables["gates"]["gate"].value_counts()
+    tests = tables["gate_tests"]
+    return {
+        **{label: int(counts.get(label, 0)) for label in LABELS},
+        "gate_types": sum(int(counts.get(g, 0) > 0) for g in STRUCTURED),
+        "multiple_passed": " ".join(sorted(set(tables["gates"].query("gate == 'multiple'")["passed"]))),
+        **{f"max_effect_{g}": float(tests.loc[tests.gate == g, "effect"].max()) for g in STRUCTURED},
     }
+
+
+def pretrained(name: str, tokens: Path, out: Path, seed: int, threads: int) -> tuple[Path, dict]:
+    """The model directory of a setting and seed (pre-trained unless it exists) and its info."""
+    preset, settings = SETTINGS[name]
+    model_dir = out / (name if seed == 0 else f"{name}-seed{seed}")
+    if not (model_dir / "pretrain_info.json").is_file():
+        pretrain_seed(tokens / "train.parquet", tokens, model_dir, out / f".ckpt-{model_dir.name}", preset, settings,
+                      seed, threads)  # fmt: skip
+    return model_dir, json.loads((model_dir / "pretrain_info.json").read_text())
+
+
+def setting_row(name: str, model_dir: Path, info: dict, summary: dict) -> dict:
+    preset, settings = SETTINGS[name]
+    log = pd.read_csv(model_dir / "pretrain_log.csv")
     return {
         "setting": name,
+        "seed": info["seed"],
         "preset": preset,
-        **{k: settings[k] for k in ("window", "batch_size", "span", "mask_rate", "lr", "steps") if k in settings},
+        **{k: settings.get(k) for k in ("window", "batch_size", "span", "mask_rate", "lr", "steps", "decay_ratio")},
+        "position_init": settings.get("position_init", "random"),
         "cpu_s": info["cpu_s_this_run"] if not info["resumed_from_step"] else float("nan"),
         "final_loss": info["final_loss"],
         "final_acc": info["final_accuracy"],
-        **curve,
+        "loss@500": log.loc[log.step <= 500, "loss"].tail(20).mean(),
+        **summary,
     }
 
 
+def cached_summary(path: Path, model_dir: Path, compute) -> dict:
+    """A summary JSON beside the model, recomputed when the model is newer."""
+    if path.is_file() and path.stat().st_mtime > (model_dir / "model.safetensors").stat().st_mtime:
+        return json.loads(path.read_text())
+    summary = compute()
+    path.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def sweep(args) -> None:
-    pat = patterns()
-    split = test_sequences(args.tokens, args.per_class)
-    uniform = uniform_scores(split, pat)
-    print("uniform attention:", {k: round(v, 4) for k, v in uniform.items()})
-    tokenizer = KmerTokenizer.load(args.tokens)
-    rows = []
-    for preset in sorted({SETTINGS[name][0] for name in args.only}):
-        table = head_table(init_model(preset, tokenizer, args.seed, "eager").bert, split, pat)
-        print_heads(f"init ({preset}, seed {args.seed})", table, uniform)
-        rows.append({"setting": f"init-{preset}", "preset": preset, **effect_summary(table, uniform)})
+    pat, per_class = patterns(), load_config()["activations"]["subset_per_class"]
+    nulls, rows = {}, []
     for name in args.only:
         began = time.perf_counter()
-        record = run_setting(name, args.tokens, args.out, args.seed, args.threads)
-        heads = args.out / name / f"heads-{args.per_class}.csv"
-        if heads.is_file() and heads.stat().st_mtime > (args.out / name / "model.safetensors").stat().st_mtime:
-            table = pd.read_csv(heads)  # measured before on the same model and sequences
-        else:
-            encoder = BertForMaskedLM.from_pretrained(args.out / name, attn_implementation="eager").bert
-            table = head_table(encoder, split, pat)
-            table.to_csv(heads, index=False)
-        print_heads(name, table, uniform)
-        rows.append({**record, **effect_summary(table, uniform)})
-        print(f"({name}: {time.perf_counter() - began:.0f} s wall with measurement)")
-    summary = pd.DataFrame(rows)
-    summary.to_csv(args.out / f"summary-{int(time.time())}.csv", index=False)
-    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.float_format", "{:.3g}".format):
-        print("\n## summary\n", summary.to_string(index=False))
+        for seed in args.seeds:
+            model_dir, info = pretrained(name, args.tokens, args.out, seed, args.threads)
+            if info["preset"] not in nulls:
+                nulls[info["preset"]] = null_of(model_dir / "config.json", args.tokens, pat, per_class)
+            sequences = subset_sequences([str(args.tokens / "test.parquet")], per_class, 10**9)
+
+            def compute():
+                encoder = BertForMaskedLM.from_pretrained(model_dir, attn_implementation="eager").bert
+                return label_summary(label_heads(encoder, sequences, pat, nulls[info["preset"]], seed))
+
+            summary = cached_summary(model_dir / "labels.json", model_dir, compute)
+            rows.append(setting_row(name, model_dir, info, summary))
+            print(pd.DataFrame([rows[-1]]).T.to_string(header=False), flush=True)
+        print(f"({name}: {time.perf_counter() - began:.0f} s wall with labelling)", flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(args.out / f"labels-{int(time.time())}.csv", index=False)
+    with pd.option_context("display.width", 250, "display.max_columns", 60, "display.float_format", "{:.3g}".format):
+        print("\n## summary\n", table.to_string(index=False))
 
 
 def finetune(args) -> None:
-    """Fine-tune the classifier from a setting's encoder for each epoch count; test macro-F1."""
+    """Fine-tune the classifier from a setting's encoder (every --seeds, every --epochs); test
+    macro-F1 and the fine-tuned heads' labels."""
     config = load_config(ROOT / "config" / "config.yaml")
     classes, train_cfg = config["classes"], config["train"]
-    configure_torch(torch.device("cpu"), args.threads, True)
-    train = load_split(args.tokens / "train.parquet", len(classes))
-    val = load_split(args.tokens / "val.parquet", len(classes))
-    test = load_split(args.tokens / "test.parquet", len(classes))
-    pat, split = patterns(), test_sequences(args.tokens, args.per_class)
-    uniform = uniform_scores(split, pat)
+    pat, per_class = patterns(), config["activations"]["subset_per_class"]
+    train, val, test = (load_split(args.tokens / f"{s}.parquet", len(classes)) for s in ("train", "val", "test"))
+    sequences = subset_sequences([str(args.tokens / "test.parquet")], per_class, 10**9)
     id2label, label2id = label_maps(classes)
-    for epochs in args.epochs:
-        torch.manual_seed(args.seed)  # the new head, as bertgeom.model.build_model seeds it
-        model = BertForSequenceClassification.from_pretrained(
-            args.out / args.finetune, num_labels=len(classes), id2label=id2label, label2id=label2id
-        )
-        cfg = {**train_cfg, "epochs": epochs, **({"lr": args.lr} if args.lr else {})}
-        cpu, wall = time.process_time(), time.perf_counter()
-        ckpt = args.out / f".ckpt-ft-{args.finetune}-{epochs}"
-        record = fit(model, train, val, cfg, args.seed, torch.device("cpu"), ckpt, f"ft-{epochs}-{cfg['lr']}")
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        pred = predict_probs(model, test.ids, test.n_tokens, 32).argmax(1).numpy()
-        f1 = f1_score(test.labels.numpy(), pred, average="macro")
-        print(
-            f"\n{args.finetune} fine-tuned {epochs} epoch(s), lr {cfg['lr']}: test macro-F1 {f1:.4f}, "
-            f"val {[round(e['val_macro_f1'], 4) for e in record['epochs']]}, {cpu:.0f} CPU s, {wall:.0f} s wall"
-        )
-        model.config._attn_implementation = "eager"
-        table = head_table(model.bert, split, pat)
-        print_heads(f"{args.finetune} fine-tuned {epochs} epoch(s)", table, uniform)
-        print({k: round(float(v), 3) for k, v in effect_summary(table, uniform).items()})
+    rows = []
+    for seed in args.seeds:
+        model_dir, info = pretrained(args.finetune, args.tokens, args.out, seed, args.threads)
+        configure_torch(torch.device("cpu"), args.threads, True)
+        null = null_of(model_dir / "config.json", args.tokens, pat, per_class)
+        mlm = BertForMaskedLM.from_pretrained(model_dir, attn_implementation="eager").bert
+        mlm_summary = label_summary(label_heads(mlm, sequences, pat, null, seed))
+        rows.append({"seed": seed, "checkpoint": "mlm", "pretrain_cpu_s": info["cpu_s_this_run"], **mlm_summary})
+        for epochs in args.epochs:
+            torch.manual_seed(seed)  # the new head, as bertgeom.model.build_model seeds it
+            model = BertForSequenceClassification.from_pretrained(
+                model_dir, num_labels=len(classes), id2label=id2label, label2id=label2id
+            )
+            cfg = {**train_cfg, "epochs": epochs}
+            cpu, wall = time.process_time(), time.perf_counter()
+            ckpt = args.out / f".ckpt-ft-{model_dir.name}-{epochs}"
+            record = fit(model, train, val, cfg, seed, torch.device("cpu"), ckpt, f"ft-{epochs}-{cfg['lr']}")
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            pred = predict_probs(model, test.ids, test.n_tokens, 32).argmax(1).numpy()
+            f1 = f1_score(test.labels.numpy(), pred, average="macro")
+            model.config._attn_implementation = "eager"
+            summary = label_summary(label_heads(model.bert, sequences, pat, null, seed))
+            rows.append({"seed": seed, "checkpoint": f"finetuned-{epochs}ep", "test_macro_f1": f1,
+                         "val_macro_f1": " ".join(f"{e['val_macro_f1']:.4f}" for e in record["epochs"]), "finetune_cpu_s": cpu,
+                         "finetune_wall_s": wall, **summary})  # fmt: skip
+            print(pd.DataFrame(rows[-2:]).T.to_string(header=False), flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(args.out / f"finetune-{args.finetune}-{int(time.time())}.csv", index=False)
+    with pd.option_context("display.width", 250, "display.max_columns", 60, "display.float_format", "{:.4g}".format):
+        print("\n## fine-tuned\n", table.to_string(index=False))
+
+
+def plot_curves(args) -> None:
+    """Masked loss and accuracy per step (means over 20 steps) of the --only settings found under --out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    for name in args.only:
+        path = args.out / name / "pretrain_log.csv"
+        if not path.is_file():
+            continue
+        log = pd.read_csv(path).rolling(20, min_periods=1).mean()
+        loss_ax.plot(log["step"], log["loss"], lw=1, label=name)
+        acc_ax.plot(log["step"], log["accuracy"], lw=1, label=name)
+    loss_ax.set(xlabel="step", ylabel="masked-token loss (nats)", title="MLM loss")
+    acc_ax.set(xlabel="step", ylabel="masked-token accuracy", title="MLM accuracy")
+    acc_ax.legend(fontsize=6, ncol=2)
+    fig.savefig(args.plot, dpi=110)
+    print("wrote", args.plot)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", type=Path, default=Path("/work/baseline/results/tokens"))
-    parser.add_argument("--out", type=Path, default=Path("/work/scratch/pretrain"))
+    parser.add_argument("--tokens", type=Path, default=Path("results/tokens"))
+    parser.add_argument("--out", type=Path, default=Path("results/sweep_pretrain"))
     parser.add_argument("--only", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--per-class", type=int, default=2, help="test sequences per class measured")
     parser.add_argument("--finetune", choices=list(SETTINGS))
-    parser.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the config's)")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[4])
+    parser.add_argument("--plot", type=Path, help="only draw the loss/accuracy curves of --only into this PNG")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    (finetune if args.finetune else sweep)(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (plot_curves if args.plot else finetune if args.finetune else sweep)(args)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from bertgeom.pretrain import (
     make_scheduler,
     mlm_loss,
     pretrain_seed,
+    sinusoids,
     state_digest,
 )
 from bertgeom.tokens import KmerTokenizer, build_vocab, decode_kmers
@@ -253,6 +254,7 @@ def test_pretraining_lowers_the_masked_loss(tmp_path):
         (dict(mask_token=0.9, random_token=0.2), "random_token"),
         (dict(masking="spans"), "unknown"),
         (dict(warmup_ratio=0.5, decay_ratio=0.6), "decay_ratio"),
+        (dict(position_init="learned"), "position_init"),
     ],
 )
 def test_bad_settings_are_one_line_errors(settings, key):
@@ -262,3 +264,27 @@ def test_bad_settings_are_one_line_errors(settings, key):
 
 def test_load_split_without_classes_skips_the_label_check(tokens):
     assert len(load_split(tokens / "train.parquet", None)) == 48
+
+
+def test_sinusoids_known_values_and_offset_only_inner_products():
+    table = sinusoids(300, 16).double()
+    assert table[0].tolist() == [0.0, 1.0] * 8  # sin 0, cos 0
+    assert torch.isclose(table[7, 2], torch.sin(torch.tensor(7 * 10000 ** (-2 / 16), dtype=torch.float64)), atol=1e-7)
+    for offset in (1, 5):  # <PE(p), PE(p + offset)> = sum_i cos(offset w_i): the same at every p
+        products = (table[:-offset] * table[offset:]).sum(1)
+        assert torch.allclose(products, products[0].expand_as(products), atol=1e-5)
+
+
+def test_sinusoidal_position_init_changes_only_the_position_table(tokens, tmp_path):
+    tokenizer = KmerTokenizer.load(tokens)
+    random = init_model("tiny", tokenizer, 3, position_init="random")
+    sinusoidal = init_model("tiny", tokenizer, 3, position_init="sinusoidal")
+    name = "bert.embeddings.position_embeddings.weight"
+    for key, weight in random.state_dict().items():
+        assert torch.equal(sinusoidal.state_dict()[key], weight) == (key != name), key
+    table = sinusoidal.state_dict()[name]
+    expected = sinusoids(*table.shape) * random.config.initializer_range * np.sqrt(2)
+    assert torch.allclose(table, expected) and abs(table.pow(2).mean().sqrt() - 0.02) < 1e-3
+    info = pretrain_seed(tokens / "train.parquet", tokens, tmp_path / "m", tmp_path / "ck", "tiny",
+                         {**SETTINGS, "steps": 2, "position_init": "random"}, 3)  # fmt: skip
+    assert info["init_digest"] == state_digest(random)  # the init checkpoint follows the setting

@@ -58,10 +58,10 @@ log = logging.getLogger("bertgeom.pretrain")
 
 # Defaults chosen by the sweep of docs/benchmarks.md ("Masked-LM pre-training").
 DEFAULTS: dict = {
-    "steps": 600,  # optimiser steps
+    "steps": 1500,  # optimiser steps
     "batch_size": 16,  # windows per step
     "window": 64,  # tokens per window, [CLS] and [SEP] included
-    "mask_rate": 0.15,  # share of a window's k-mers masked
+    "mask_rate": 0.3,  # share of a window's k-mers masked
     "span": 1,  # masked tokens per contiguous span (1: single tokens)
     "mask_token": 0.8,  # share of masked tokens shown as [MASK] ...
     "random_token": 0.1,  # ... as a random k-mer (the rest stay themselves)
@@ -76,7 +76,9 @@ DEFAULTS: dict = {
     "device": "auto",  # auto | cpu | cuda
     "bf16": True,  # bf16 autocast on CUDA (CPU trains in fp32)
     "deterministic": True,
+    "position_init": "sinusoidal",  # sinusoidal (see init_model) | random (BERT's normal init)
 }
+POSITION_INITS = ("random", "sinusoidal")
 # Settings that change nothing but logging or where the run stops: not part of the fingerprint.
 NOT_FINGERPRINTED = ("log_every", "checkpoint_every")
 LOG_COLUMNS = [
@@ -116,6 +118,8 @@ def check_settings(settings: dict | None, max_length: int) -> dict:
     for key in ("lr", "eps", "grad_clip"):
         if not s[key] > 0:
             raise ValueError(f"pretrain.{key}: expected a positive number, got {s[key]}")
+    if s["position_init"] not in POSITION_INITS:
+        raise ValueError(f"pretrain.position_init: expected one of {list(POSITION_INITS)}, got {s['position_init']!r}")
     if s["weight_decay"] < 0:
         raise ValueError(f"pretrain.weight_decay: expected >= 0, got {s['weight_decay']}")
     return s
@@ -218,12 +222,36 @@ def make_batch(split: Split, tokenizer: KmerTokenizer, settings: dict, seed: int
 # The model and one step.
 
 
-def init_model(preset: str, tokenizer: KmerTokenizer, seed: int, attn_implementation: str = "sdpa"):
+def init_model(preset: str, tokenizer: KmerTokenizer, seed: int, attn_implementation: str = "sdpa",
+               position_init: str = DEFAULTS["position_init"]):  # fmt: skip
     """The random initial weights of `seed` (the `init` checkpoint): a BertForMaskedLM of `preset`
-    sized to the tokenizer. `pretrain_seed` starts from exactly this model."""
+    sized to the tokenizer. `pretrain_seed` starts from exactly this model (with settings["position_init"]).
+
+    position_init "sinusoidal": the position embeddings start as the sinusoids of `sinusoids`
+    instead of random vectors (they stay trainable). Why: the inner product of two sinusoidal
+    positions depends only on their offset, and a query/key projection can shift it, so "attend to
+    the previous (next) token" is one linear map for every position at once; with random position
+    vectors each of the max_length positions has to learn its neighbour on its own.
+    """
     config = scratch_config(preset, None, len(tokenizer), tokenizer.pad_id, tokenizer.max_length, attn_implementation)
     torch.manual_seed(seed)  # every initial weight is drawn from the global generator
-    return BertForMaskedLM(config)
+    model = BertForMaskedLM(config)
+    if position_init == "sinusoidal":
+        table = model.bert.embeddings.position_embeddings.weight  # [position, hidden]
+        with torch.no_grad():
+            table.copy_(sinusoids(*table.shape) * config.initializer_range * math.sqrt(2))  # RMS = BERT's init std
+    return model
+
+
+def sinusoids(positions: int, hidden: int) -> torch.Tensor:
+    """The position encodings of Vaswani et al. 2017, float32 [position, hidden]: sin(p w_i) in even
+    and cos(p w_i) in odd columns, w_i = 10000^(-2i/hidden); every column has RMS ~1/sqrt(2)."""
+    p = torch.arange(positions, dtype=torch.float64)[:, None]
+    w = 10000.0 ** (-torch.arange(0, hidden, 2, dtype=torch.float64) / hidden)  # [hidden / 2]
+    table = torch.zeros(positions, hidden, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(p * w)
+    table[:, 1::2] = torch.cos(p * w)[:, : hidden // 2]
+    return table.float()
 
 
 def state_digest(model: torch.nn.Module) -> str:
@@ -395,7 +423,7 @@ def pretrain_seed(
             "vocab": len(tokenizer),
         }
     )
-    model = init_model(preset, tokenizer, seed).to(device)
+    model = init_model(preset, tokenizer, seed, position_init=settings["position_init"]).to(device)
     log.info(
         "seed %d: %s masked LM, %d parameters, vocabulary %d", seed, preset, count_parameters(model), len(tokenizer)
     )
