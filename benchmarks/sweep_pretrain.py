@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -209,15 +210,17 @@ def finetune(args) -> None:
             cfg = {**train_cfg, "epochs": epochs}
             cpu, wall = time.process_time(), time.perf_counter()
             ckpt = args.out / f".ckpt-ft-{model_dir.name}-{epochs}"
-            record = fit(model, train, val, cfg, seed, torch.device("cpu"), ckpt, f"ft-{epochs}-{cfg['lr']}")
+            fingerprint = f"ft-{model_dir.name}-{epochs}-{cfg['lr']}"
+            record = fit(model, train, val, cfg, seed, torch.device("cpu"), ckpt, fingerprint)
+            shutil.rmtree(ckpt, ignore_errors=True)  # a rerun fine-tunes afresh
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             pred = predict_probs(model, test.ids, test.n_tokens, 32).argmax(1).numpy()
             f1 = f1_score(test.labels.numpy(), pred, average="macro")
             model.config._attn_implementation = "eager"
             summary = label_summary(label_heads(model.bert, sequences, pat, null, seed))
+            val_f1 = " ".join(f"{e['val_macro_f1']:.4f}" for e in record["epochs"])  # per epoch
             rows.append({"seed": seed, "checkpoint": f"finetuned-{epochs}ep", "test_macro_f1": f1,
-                         "val_macro_f1": " ".join(f"{e['val_macro_f1']:.4f}" for e in record["epochs"]), "finetune_cpu_s": cpu,
-                         "finetune_wall_s": wall, **summary})  # fmt: skip
+                         "val_macro_f1": val_f1, "finetune_cpu_s": cpu, "finetune_wall_s": wall, **summary})  # fmt: skip
             print(pd.DataFrame(rows[-2:]).T.to_string(header=False), flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.out / f"finetune-{args.finetune}-{int(time.time())}.csv", index=False)
