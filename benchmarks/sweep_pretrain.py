@@ -15,6 +15,7 @@ the six structured gates; `multiple`, `none` and `open` are not counted) and the
     .venv/bin/python benchmarks/sweep_pretrain.py --tokens WORK/results/tokens --out OUT [--only NAME ...]
     .venv/bin/python benchmarks/sweep_pretrain.py --tokens ... --out OUT --finetune NAME --epochs 2 4 [--seeds 0 1 2]
     .venv/bin/python benchmarks/sweep_pretrain.py --out OUT --only NAME ... --plot curves.png
+    .venv/bin/python benchmarks/sweep_pretrain.py --tokens ... --out OUT --only NAME ... --offsets
 
 --finetune pre-trains (or reuses) a setting for every --seeds, fine-tunes the classifier from each
 encoder (bertgeom.train.fit with the train block of config/config.yaml, a new head), prints test
@@ -31,6 +32,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import f1_score
@@ -228,6 +230,26 @@ def finetune(args) -> None:
         print("\n## fine-tuned\n", table.to_string(index=False))
 
 
+@torch.inference_mode()
+def offset_profile(args) -> None:
+    """Per head of --only's MLM encoders: mean attention of a non-special query on the keys at
+    offsets -3..+3 (key - query) and on [CLS] + [SEP], over the subset sequences (uniform: 1/n)."""
+    sequences = subset_sequences([str(args.tokens / "test.parquet")], load_config()["activations"]["subset_per_class"], 10**9)
+    for name in args.only:
+        encoder = BertForMaskedLM.from_pretrained(args.out / name, attn_implementation="eager").bert.eval()
+        total = 0
+        for _, ids in sequences:
+            att = torch.stack(encoder(input_ids=torch.from_numpy(ids.astype("int64"))[None], output_attentions=True).attentions)
+            att = att[:, 0].double()  # [layer, head, query, key]
+            bands = [torch.diagonal(att, o, -2, -1)[..., 4:-4].mean(-1) for o in range(-3, 4)]  # queries 1..n-2 only
+            total = total + torch.stack([*bands, (att[..., 1:-1, 0] + att[..., 1:-1, -1]).mean(-1)], -1)
+        profile = (total / len(sequences)).flatten(0, 1).numpy()
+        columns = [f"{o:+d}" for o in range(-3, 4)] + ["cls+sep"]
+        index = pd.MultiIndex.from_product([range(att.shape[0]), range(att.shape[1])], names=["layer", "head"])
+        print(f"\n## {name}: attention per key offset (mean n {np.mean([len(i) for _, i in sequences]):.0f})")
+        print(pd.DataFrame(profile, index=index, columns=columns).round(3).to_string())
+
+
 def plot_curves(args) -> None:
     """Masked loss and accuracy per step (means over 20 steps) of the --only settings found under --out."""
     import matplotlib
@@ -259,12 +281,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--finetune", choices=list(SETTINGS))
     parser.add_argument("--epochs", type=int, nargs="+", default=[4])
+    parser.add_argument("--offsets", action="store_true", help="only print the per-offset attention of --only")
     parser.add_argument("--plot", type=Path, help="only draw the loss/accuracy curves of --only into this PNG")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    (plot_curves if args.plot else finetune if args.finetune else sweep)(args)
+    (offset_profile if args.offsets else plot_curves if args.plot else finetune if args.finetune else sweep)(args)
 
 
 if __name__ == "__main__":
