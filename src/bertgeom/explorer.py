@@ -190,7 +190,7 @@ def token_axis(token_map: pd.DataFrame, n: int, factor: int = 1) -> Axis:
         positions = range(start, min(start + factor, n))
         kmers = [p for p in positions if 0 < p < n - 1 and p in rows.index and rows.at[p, "token_kind"] == "kmer"]
         names = ["[CLS]" if p == 0 else "[SEP]" for p in positions if p == 0 or p == n - 1]
-        where = "#" + (f"{start}" if factor == 1 else f"{start}-{positions[-1]}")
+        where = "#" + (f"{start}" if len(positions) == 1 else f"{start}-{positions[-1]}")
         if kmers:
             first, last = rows.loc[kmers[0]], rows.loc[kmers[-1]]
             inside = sorted({d for p in kmers for d in rows.at[p, "domains"]}, key=lambda d: d)
