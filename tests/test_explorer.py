@@ -65,19 +65,20 @@ def test_head_grid_colours_gates_and_shows_values():
 
 def test_quantise_round_trip_within_half_a_step():
     weights = np.array([[1.0, 0.5, 1e-2], [2e-3, 1e-4, 3e-7]])
-    codes = quantise(weights)
-    assert codes.dtype == np.uint8 and codes.max() == LEVELS - 1 and codes.min() == 0
-    back = dequantise(codes)
-    step = 10 ** (-np.log10(FLOOR) / (LEVELS - 1))  # ratio between neighbouring levels
-    kept = weights >= FLOOR
-    assert np.all(np.abs(np.log(back[kept] / weights[kept])) <= np.log(step) / 2 + 1e-12)
-    assert back[1, 2] == pytest.approx(FLOOR)  # below the floor: the floor
+    for levels in LEVELS:
+        codes = quantise(weights, levels)
+        assert codes.dtype == np.uint8 and codes.max() == levels - 1 and codes.min() == 0
+        back = dequantise(codes, levels)
+        step = 10 ** (-np.log10(FLOOR) / (levels - 1))  # ratio between neighbouring levels
+        kept = weights >= FLOOR
+        assert np.all(np.abs(np.log(back[kept] / weights[kept])) <= np.log(step) / 2 + 1e-12)
+        assert back[1, 2] == pytest.approx(FLOOR)  # below the floor: the floor
 
 
 def test_encoded_matrix_is_zlib_of_the_codes():
     matrix = np.random.default_rng(0).dirichlet(np.ones(7), size=7)
-    raw = zlib.decompress(base64.b64decode(encode_matrix(matrix)))
-    assert np.array_equal(np.frombuffer(raw, dtype=np.uint8).reshape(7, 7), quantise(matrix))
+    raw = zlib.decompress(base64.b64decode(encode_matrix(matrix, 32)))
+    assert np.array_equal(np.frombuffer(raw, dtype=np.uint8).reshape(7, 7), quantise(matrix, 32))
 
 
 def test_pool_matrix_block_means():

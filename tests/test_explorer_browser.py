@@ -12,7 +12,7 @@ import pytest
 from bertgeom.explorer import explore
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (.ci/run installs it); no browser download
-MAX_BYTES = 30 * 2**20
+MAX_BYTES = 30 * 10**6
 
 
 @pytest.fixture(scope="module")

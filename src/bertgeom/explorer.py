@@ -36,7 +36,10 @@ MEASURES = {"gate": "gate label", **{f"score_{g}": f"score: {GATE_NAMES[g]}" for
             "k90": "K90 (keys holding 90% of a row, mean)", "entropy": "row entropy / log n (mean)",
             "directionality": "directionality index"}  # fmt: skip
 FLOOR = 1e-4  # weights below it are drawn (and stored) as the floor: log colour scale 1e-4..1
-LEVELS = 64  # stored weights: log10 quantised to 64 levels over [FLOOR, 1] (steps of x1.16)
+# Stored weights: log10 codes over [FLOOR, 1]; the page takes the finest of these level counts that
+# keeps it under MAX_PAGE_BYTES (64 levels: neighbours differ by x1.16; 16 levels: by x1.85).
+LEVELS = (64, 48, 32, 24, 16)
+MAX_PAGE_BYTES = 30 * 10**6  # the issue's limit, 30 MB
 POOL = 4  # matrices of the other seeds: mean over 4 x 4 blocks of positions
 FULL_SEQUENCES = 2  # sequences per class embedded at full resolution (example seed)
 K90_BINS = 40
@@ -162,14 +165,14 @@ def pool_matrix(matrix: np.ndarray, factor: int) -> np.ndarray:
     return sums / np.outer(sizes, sizes)
 
 
-def quantise(matrix: np.ndarray) -> np.ndarray:
-    """uint8 codes 0..LEVELS-1 of log10(weight) over [FLOOR, 1]; the page decodes with dequantise."""
+def quantise(matrix: np.ndarray, levels: int) -> np.ndarray:
+    """uint8 codes 0..levels-1 of log10(weight) over [FLOOR, 1]; the page decodes as dequantise does."""
     scaled = (np.log10(np.clip(matrix, FLOOR, 1.0)) - np.log10(FLOOR)) / -np.log10(FLOOR)
-    return np.round(scaled * (LEVELS - 1)).astype(np.uint8)
+    return np.round(scaled * (levels - 1)).astype(np.uint8)
 
 
-def dequantise(codes: np.ndarray) -> np.ndarray:
-    return FLOOR ** (1.0 - codes.astype(np.float64) / (LEVELS - 1))
+def dequantise(codes: np.ndarray, levels: int) -> np.ndarray:
+    return FLOOR ** (1.0 - codes.astype(np.float64) / (levels - 1))
 
 
 @dataclass

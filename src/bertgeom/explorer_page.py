@@ -6,8 +6,9 @@ matrix views with the embedded matrices when the user picks a checkpoint, seed, 
 What is embedded, and how it is reduced to stay small (docs/figures.md, "Explorer"):
 - attention matrices of the example seed at full resolution: the class average of every class and
   the first FULL_SEQUENCES sequences of each class, every head and checkpoint; other seeds: the same
-  sources pooled by POOL x POOL blocks. Weights are stored as log10 codes (LEVELS levels over
-  [FLOOR, 1]), zlib-compressed, base64; top keys are computed from the unquantised matrices;
+  sources pooled by POOL x POOL blocks. Weights are stored as log10 codes over [FLOOR, 1],
+  zlib-compressed, base64, with the finest level count of LEVELS that keeps the page under
+  MAX_PAGE_BYTES; top keys are computed from the unquantised matrices;
 - K90: a histogram (K90_BINS bins) per head of every query row of the subset.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 import zlib
 from pathlib import Path
 
@@ -24,13 +26,14 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from bertgeom.explorer import (FLOOR, LEVELS, MEASURES, Axis, Run, attention_layout, attention_trace,
+from bertgeom.explorer import (FLOOR, LEVELS, MAX_PAGE_BYTES, MEASURES, Axis, Run, attention_layout, attention_trace,
                               head_grid_figure, k90_figure, matrix_title, model_view_figure, pool_matrix,
                               quantise, token_axis)  # fmt: skip
 from bertgeom import __version__
 from bertgeom.explorer_paths import results_root
 from bertgeom.io import write_text
 
+log = logging.getLogger(__name__)
 SCRIPT = Path(__file__).with_name("explorer.js")
 STYLE = """body{font-family:system-ui,sans-serif;margin:1em 2em;color:#222}
 .controls label{margin-right:1.2em} .empty{background:#fff4e5;border:1px solid #e0a040;padding:.8em;margin:.6em 0}
@@ -39,16 +42,16 @@ table{border-collapse:collapse;font-size:90%} td,th{border-bottom:1px solid #ddd
 .note{color:#555;font-size:90%}"""
 
 
-def encode_matrix(matrix: np.ndarray) -> str:
+def encode_matrix(matrix: np.ndarray, levels: int) -> str:
     """base64 of the zlib-compressed quantised matrix (row-major uint8 codes; explorer.js decodes)."""
-    return base64.b64encode(zlib.compress(quantise(matrix).tobytes(), 9)).decode("ascii")
+    return base64.b64encode(zlib.compress(quantise(matrix, levels).tobytes(), 9)).decode("ascii")
 
 
 def figure_json(fig) -> dict:
     return json.loads(pio.to_json(fig, validate=False))
 
 
-def view_data(run: Run, checkpoint: str, seed: int, axes: dict) -> dict:
+def view_data(run: Run, checkpoint: str, seed: int, axes: dict, levels: int) -> dict:
     """Everything the page shows of one checkpoint and seed, or {"missing": why}."""
     reason = run.missing(checkpoint, seed)
     if reason:
@@ -67,18 +70,18 @@ def view_data(run: Run, checkpoint: str, seed: int, axes: dict) -> dict:
         sources.append({"id": source.id, "name": source.name, "axis": key,
                         "titles": {f"{lh[0]},{lh[1]}": matrix_title(checkpoint, seed, source, *lh, factor)
                                    for lh in source.matrices}})  # fmt: skip
-        matrices[source.id] = {f"{l},{h}": encode_matrix(pool_matrix(m, factor)) for (l, h), m in source.matrices.items()}
+        matrices[source.id] = {f"{l},{h}": encode_matrix(pool_matrix(m, factor), levels) for (l, h), m in source.matrices.items()}
         top[source.id] = {f"{l},{h}": run.describe(source, l, h) for l, h in source.matrices}
     return {"layers": sorted(int(x) for x in values["layer"].unique()), "heads": int(values["head"].max()) + 1,
             "grids": grids, "k90": k90, "sources": sources, "matrices": matrices, "top": top}
 
 
-def page_data(run: Run) -> dict:
+def page_data(run: Run, levels: int) -> dict:
     axes: dict = {}
-    views = {c: {str(s): view_data(run, c, s, axes) for s in run.seeds} for c in run.checkpoints}
+    views = {c: {str(s): view_data(run, c, s, axes, levels) for s in run.seeds} for c in run.checkpoints}
     heads = {v["heads"] for by_seed in views.values() for v in by_seed.values() if "heads" in v}
     return {"checkpoints": run.checkpoints, "seeds": [str(s) for s in run.seeds], "example_seed": str(run.example_seed),
-            "measures": MEASURES, "levels": LEVELS, "floor": FLOOR, "views": views, "axes": axes,
+            "measures": MEASURES, "levels": levels, "floor": FLOOR, "views": views, "axes": axes,
             "cone": figure_json(run.cone()),
             "matrix_trace": figure_json(go.Figure(attention_trace(np.zeros((1, 1)), Axis(["-"], []))))["data"][0],
             "model_view": {str(n): figure_json(model_view_figure([None] * n, "")) for n in heads}}  # fmt: skip
@@ -101,7 +104,8 @@ def render_page(data: dict, title: str) -> str:
 <div id="modelview"></div></div>
 <div id="cone"></div>
 <p class="note">Matrices of seed {html.escape(data["example_seed"])} are at full resolution, weights read
-to about 2 digits (log10 quantised to {data["levels"]} levels over [1e-4, 1]); other seeds are pooled
+on a log scale of {data["levels"]} levels over [1e-4, 1] (neighbouring levels differ by
+x{10 ** (4 / (data["levels"] - 1)):.2f}, the finest that keeps the page under 30 MB); other seeds are pooled
 (mean over blocks of positions). Positions are mapped to the reference-length spike.</p>
 <script type="application/json" id="explorer-data">{payload}</script>
 <script>{SCRIPT.read_text()}</script>
@@ -112,6 +116,13 @@ to about 2 digits (log10 quantised to {data["levels"]} levels over [1e-4, 1]); o
 def write_explorer(*, token_map, output, seeds, checkpoints, example_seed, variants, top_k) -> int:
     """Write the explorer page of the run whose results folder holds `token_map`; returns its size."""
     run = Run(results_root(token_map), list(seeds), list(checkpoints), example_seed, Path(variants), top_k)
-    text = render_page(page_data(run), f"bert-geometry explorer (bertgeom {__version__})")
+    for levels in LEVELS:  # the finest weight resolution that fits
+        text = render_page(page_data(run, levels), f"bert-geometry explorer (bertgeom {__version__})")
+        size = len(text.encode())
+        log.info("explorer page with %d weight levels: %.1f MB", levels, size / 1e6)
+        if size <= MAX_PAGE_BYTES:
+            break
+    else:
+        log.warning("explorer page over %.0f MB even at %d levels", MAX_PAGE_BYTES / 1e6, LEVELS[-1])
     write_text(output, text)
-    return len(text.encode())
+    return size
