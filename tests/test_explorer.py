@@ -182,3 +182,26 @@ def test_stage_paths_layout_and_missing_tables(tmp_path):
     assert results_root(tmp_path / "tokens" / "token_map.parquet") == tmp_path
     with pytest.raises(ValueError, match="expected <results>/tokens/token_map.parquet"):
         results_root(Path("results/token_map.parquet"))
+
+
+def test_read_sources_class_averages_and_first_sequences_per_class(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bertgeom.explorer import read_sources
+
+    eye = np.eye(3, dtype=np.float32).ravel().tolist()
+    pq.write_table(pa.Table.from_pylist([
+        {"label": 0, "class": "A", "layer": 0, "head": 0, "n_seqs": 3, "length": 3, "matrix": eye},
+        {"label": 1, "class": "B", "layer": 0, "head": 0, "n_seqs": 0, "length": 0, "matrix": []},
+    ]), tmp_path / "class_attention.parquet")  # fmt: skip
+    rows = [{"seq_id": seq_id, "label": 0, "pred": pred, "layer": 0, "head": 0, "n": 3, "matrix": eye}
+            for seq_id, pred in [("s3", 0), ("s1", 1), ("s2", 0)]]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "attention.parquet")
+    paths = {"class_attention": tmp_path / "class_attention.parquet", "attention": tmp_path / "attention.parquet"}
+    sources = read_sources(paths, {"s1": "A.1"}, full_sequences=2)
+    assert [s.id for s in sources] == ["class:0", "seq:s1", "seq:s2"]  # class B has no sequence; s3 is the third
+    assert sources[1].name == "sequence s1 (A, predicted B)" and sources[1].lineage == "A.1"
+    assert np.array_equal(sources[2].matrices[(0, 0)], np.eye(3))
+    light = read_sources(paths, {}, full_sequences=2, with_matrices=False)
+    assert [s.id for s in light] == [s.id for s in sources] and light[0].matrices == {(0, 0): None}

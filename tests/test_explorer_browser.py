@@ -80,6 +80,7 @@ def test_choose_checkpoint_seed_sequence_and_head(page_path, tmp_path):
         _click_cell(page, "grid", layer=1, head=1)
         page.wait_for_function("(s) => document.getElementById('matrix').dataset.head === '1' "
                                "&& document.getElementById('matrix').dataset.source === s", arg=sequence)  # fmt: skip
+        assert page.get_attribute("#grid", "data-selected") == "1,1"
         shown = page.evaluate("""() => { const gd = document.getElementById('matrix');
             return {title: gd.layout.title.text, rows: gd.data[0].z.length, n: Number(gd.dataset.n),
                     layer: gd.dataset.layer, cells: gd.querySelectorAll('.heatmaplayer image').length}; }""")

@@ -76,6 +76,9 @@ async function render() {
 async function renderHead() {
   const v = view();
   const key = `${state.layer},${state.head}`;
+  const box = { type: "rect", x0: state.head - 0.5, x1: state.head + 0.5, y0: state.layer - 0.5, y1: state.layer + 0.5 };
+  await Plotly.relayout("grid", { shapes: [{ ...box, line: { color: "#E69F00", width: 4 } }] });  // the chosen head
+  $("grid").dataset.selected = key;
   const k90 = v.k90[key];
   if (k90) await draw("k90", k90.data, k90.layout);
   else message("k90", `No K90 rows for layer ${state.layer}, head ${state.head}.`);

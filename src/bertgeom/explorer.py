@@ -311,19 +311,24 @@ class Source:
     matrices: dict[tuple[int, int], np.ndarray] = field(repr=False)
 
 
-def read_sources(paths: dict[str, Path], lineages: Mapping[str, str], full_sequences: int) -> list[Source]:
+def read_sources(paths: dict[str, Path], lineages: Mapping[str, str], full_sequences: int,
+                 with_matrices: bool = True) -> list[Source]:
     """Class averages (classes with at least one sequence) and the first `full_sequences` subset
-    sequences of each class (by seq_id), each with its matrices {(layer, head): [query, key]}."""
+    sequences of each class (by seq_id), each with its matrices {(layer, head): [query, key]} (None
+    each without with_matrices: only the matrices' keys, read cheaply)."""
+    matrix = ["matrix"] if with_matrices else []
     sources = []
-    table = read_parquet(paths["class_attention"], MATRIX_COLUMNS)
+    table = read_parquet(paths["class_attention"], [c for c in MATRIX_COLUMNS if c != "matrix"] + matrix)
     classes = dict(zip(table["label"], table["class"]))
     for (label, name), part in table[table["length"] > 0].groupby(["label", "class"], sort=True):
         n = int(part["length"].iloc[0])
         sources.append(Source(f"class:{label}", f"class average: {name} ({int(part['n_seqs'].max())} sequences)",
                               name, None, n, _matrices(part, "length")))
-    sequences = read_parquet(paths["attention"], ["seq_id", "label", "pred", "layer", "head", "n", "matrix"])
-    chosen = sequences.drop_duplicates("seq_id").sort_values("seq_id").groupby("label").head(full_sequences)
-    for row in chosen.sort_values(["label", "seq_id"]).itertuples():
+    columns = ["seq_id", "label", "pred", "layer", "head", "n"]
+    index = read_parquet(paths["attention"], ["seq_id", "label"]).drop_duplicates("seq_id")
+    chosen = list(index.sort_values("seq_id").groupby("label").head(full_sequences)["seq_id"])
+    sequences = read_parquet(paths["attention"], columns + matrix, filters=[("seq_id", "in", chosen)])
+    for row in sequences.drop_duplicates("seq_id").sort_values(["label", "seq_id"]).itertuples():
         part = sequences[sequences["seq_id"] == row.seq_id]
         truth, pred = classes.get(row.label, str(row.label)), classes.get(row.pred, "none")
         sources.append(Source(f"seq:{row.seq_id}", f"sequence {row.seq_id} ({truth}, predicted {pred})", truth,
@@ -331,7 +336,9 @@ def read_sources(paths: dict[str, Path], lineages: Mapping[str, str], full_seque
     return sources
 
 
-def _matrices(part: pd.DataFrame, size: str) -> dict[tuple[int, int], np.ndarray]:
+def _matrices(part: pd.DataFrame, size: str) -> dict[tuple[int, int], np.ndarray | None]:
+    if "matrix" not in part:
+        return {(int(r.layer), int(r.head)): None for r in part.itertuples()}
     return {(int(r.layer), int(r.head)): np.asarray(r.matrix, dtype=np.float32).reshape(getattr(r, size), -1)
             for r in part.itertuples()}  # fmt: skip
 
@@ -453,7 +460,9 @@ def explore(results_dir, seeds=None, checkpoints=CHECKPOINTS, example_seed=None,
                             for c, s in present for m in MEASURES}  # fmt: skip
     figures["k90"] = {(c, s, layer, head): k90_figure(x, y, f"K90 of layer {layer}, head {head}")
                       for c, s in present for (layer, head), (x, y) in run.k90(c, s).items()}  # fmt: skip
-    keys = [(c, s, sid, *lh) for c, s in present for sid, src in run.sources(c, s).items() for lh in src.matrices]
+    keys = [(c, s, src.id, *lh) for c, s in present for src in read_sources(stage_paths(run.results, s, c), {},
+                                                                            FULL_SEQUENCES, with_matrices=False)
+            for lh in src.matrices]  # fmt: skip
 
     def attention(c, s, sid, layer, head):
         source, factor = run.sources(c, s)[sid], run.factor(s)
