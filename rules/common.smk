@@ -362,7 +362,12 @@ def explorer_inputs(wildcards):
         "variants": resolve(config["data"]["variants"]),
         "code": [
             str(Path(workflow.basedir) / "src" / "bertgeom" / name)
-            for name in ("explorer.py", "explorer_page.py", "explorer.js")
+            for name in (
+                "explorer.py",
+                "explorer_run.py",
+                "explorer_page.py",
+                "explorer.js",
+            )
         ],
     }
 

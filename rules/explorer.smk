@@ -1,6 +1,6 @@
 # Stage: explorer. One self-contained interactive page (Plotly, data embedded, opens from disk):
 # head grids, attention matrices, K90, cone index per checkpoint, model view. Library:
-# src/bertgeom/explorer.py, explorer_page.py, explorer.js; docs/figures.md, "Explorer".
+# src/bertgeom/explorer.py, explorer_run.py, explorer_page.py, explorer.js; docs/figures.md, "Explorer".
 
 
 rule explorer:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bertgeom.explorer import explore
+from bertgeom.explorer_run import explore
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (.ci/run installs it); no browser download
 MAX_BYTES = 30 * 10**6

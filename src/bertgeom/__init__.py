@@ -10,7 +10,7 @@ def __getattr__(name):
     # bertgeom.explore(results_dir): the explorer's figures for notebooks; imported on first use so
     # that `import bertgeom.<module>` stays light (the workflow imports bertgeom when it parses rules).
     if name == "explore":
-        from bertgeom.explorer import explore
+        from bertgeom.explorer_run import explore
 
         return explore
     raise AttributeError(f"module 'bertgeom' has no attribute {name!r}")

@@ -26,11 +26,12 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from bertgeom.explorer import (FLOOR, LEVELS, MAX_PAGE_BYTES, MEASURES, Axis, Run, attention_layout, attention_trace,
-                              head_grid_figure, k90_figure, matrix_title, model_view_figure, pool_matrix,
-                              quantise, token_axis)  # fmt: skip
 from bertgeom import __version__
+from bertgeom.explorer import (FLOOR, LEVELS, MAX_PAGE_BYTES, MEASURES, Axis, attention_layout, attention_trace,
+                               head_grid_figure, k90_figure, model_view_figure, pool_matrix, quantise,
+                               token_axis)  # fmt: skip
 from bertgeom.explorer_paths import results_root
+from bertgeom.explorer_run import Run, matrix_title
 from bertgeom.io import write_text
 
 log = logging.getLogger(__name__)
