@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bertgeom.explorer_page import write_explorer
+from bertgeom.explorer_paths import CHECKPOINTS
 from bertgeom.explorer_run import explore
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (.ci/run installs it); no browser download
@@ -29,10 +31,19 @@ def test_page_is_self_contained_and_small(page_path):
     assert '<script type="application/json" id="explorer-data">' in text
 
 
+@pytest.fixture(scope="module")
+def page_with_mlm(tiny_run, tmp_path_factory, root):
+    """The tiny run's page listing every checkpoint: `mlm` (a scratch init has none) is not analysed."""
+    path = tmp_path_factory.mktemp("explorer") / "index.html"
+    write_explorer(token_map=tiny_run / "results" / "tokens" / "token_map.parquet", output=path, seeds=[0, 1],
+                   checkpoints=CHECKPOINTS, example_seed=0, variants=root / "resources" / "variants.yaml", top_k=5)
+    return path
+
+
 def test_explore_returns_figures_of_the_tiny_run(tiny_run):
     figures = explore(tiny_run / "results", seeds=[0, 1])
     assert ("finetuned", 0, "gate") in figures["head_grid"]
-    assert ("init", 0) in figures["missing"]  # today's main analyses the fine-tuned model only
+    assert ("mlm", 0) in figures["missing"]  # config/tiny.yaml: scratch init, no masked-LM checkpoint
     key = next(k for k in figures["attention"] if k[0] == "finetuned" and k[1] == 0 and k[2].startswith("seq:"))
     matrix = figures["attention"][key]
     n = len(matrix.data[0].x)
@@ -53,7 +64,7 @@ def _click_cell(page, div, layer, head):
     page.mouse.click(x, y)
 
 
-def test_choose_checkpoint_seed_sequence_and_head(page_path, tmp_path):
+def test_choose_checkpoint_seed_sequence_and_head(page_path, page_with_mlm, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
@@ -65,13 +76,14 @@ def test_choose_checkpoint_seed_sequence_and_head(page_path, tmp_path):
         page = context.new_page()
         page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(page_path.as_uri())
+        page.goto(page_with_mlm.as_uri())
         page.wait_for_function("document.getElementById('matrix').dataset.head !== undefined")
-
-        page.select_option("#checkpoint", "init")  # not analysed: an explained empty state
+        page.select_option("#checkpoint", "mlm")  # not analysed: an explained empty state
         assert page.is_visible("#empty") and not page.is_visible("#grid")
-        assert "checkpoint init" in page.inner_text("#empty")
+        assert "checkpoint mlm" in page.inner_text("#empty")
 
+        page.goto(page_path.as_uri())  # the page of rule explorer
+        page.wait_for_function("document.getElementById('matrix').dataset.head !== undefined")
         page.select_option("#checkpoint", "finetuned")
         page.select_option("#seed", "1")
         page.wait_for_function("document.getElementById('views').dataset.seed === '1'")
