@@ -343,9 +343,9 @@ def analysed_checkpoints():
 
 
 def explorer_inputs(wildcards):
-    """The tables of every seed and analysed checkpoint (bertgeom.explorer_paths.stage_paths), the token map
-    and split tables (positions -> amino acids, lineages) and variants.yaml (domains, mutations).
-    """
+    """The tables of every seed and analysed checkpoint (bertgeom.explorer_paths.stage_paths),
+    the token map and split tables (positions -> amino acids, lineages), variants.yaml (domains,
+    mutations) and the explorer's code (editing it reruns the explorer only)."""
     tables = [
         str(path)
         for checkpoint in analysed_checkpoints()
@@ -364,6 +364,7 @@ def explorer_inputs(wildcards):
             str(Path(workflow.basedir) / "src" / "bertgeom" / name)
             for name in (
                 "explorer.py",
+                "explorer_paths.py",
                 "explorer_run.py",
                 "explorer_page.py",
                 "explorer.js",
