@@ -26,8 +26,8 @@ the single source of every key and default.
 
 {description}
 
-Set keys in a YAML file (only the keys you change; the rest take the defaults below) and pass it
-with `--configfile`; without it the workflow reads `config/config.yaml`:
+The workflow reads `config/config.yaml`, then each file given with `--configfile`, merged on top
+key by key (a file needs only the keys it changes); a key set nowhere takes the default below:
 
 ```bash
 .venv/bin/snakemake --cores all --configfile config/paper.yaml
