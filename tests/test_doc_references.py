@@ -6,11 +6,12 @@ Checked everywhere: every path into the repository (`rules/x.smk`, `src/bertgeom
 that exists; every section named as `docs/methods.md, "Geometry statistics"` is a heading of that file.
 In the documentation also: every relative link (and its #anchor, against the target's headings);
 every `make <target>` is a Makefile target; every `bertgeom <command>` is a command of the CLI; no
-"issue N" (the tracker is not part of the repository).
+"issue N" (the tracker is not part of the repository); every `bertgeom.module.name` imports.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -33,6 +34,8 @@ CODE = re.compile(r"```.*?```|`[^`\n]+`", re.S)
 MAKE = re.compile(r"(?:^|[\s;&(])make ([a-z][\w-]*)")
 COMMAND = re.compile(r"(?:^|[\s/])bertgeom ([a-z][\w-]*)")
 ISSUE = re.compile(r"\bissues? \d+\b", re.I)
+PYTHON = re.compile(r"\bbertgeom(?:\.[A-Za-z_]\w*)+")
+FILE_SUFFIXES = {"yaml", "yml", "py", "md", "json", "tsv", "txt"}  # envs/bertgeom.yaml is a file, not Python
 SECTION = re.compile(r'(README\.md|README|docs/[\w.]+\.md),? "([^"]+)"')
 
 
@@ -80,6 +83,22 @@ def reference_problems(text: str) -> list[str]:
     return found
 
 
+def resolves(dotted: str) -> bool:
+    """`bertgeom.a.b.name`: the longest importable module prefix, then attributes."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(found, name):
+                return False
+            found = getattr(found, name)
+        return True
+    return False
+
+
 def problems(doc: Path) -> list[str]:
     text = doc.read_text()
     found = []
@@ -99,6 +118,8 @@ def problems(doc: Path) -> list[str]:
     commands = set(parser()._subparsers._group_actions[0].choices)
     found += [f"bertgeom {name}: no such command" for name in COMMAND.findall(code) if name not in commands]
     found += [f"{mention!r}: a tracker reference" for mention in ISSUE.findall(text)]
+    names = {name for name in PYTHON.findall(text) if name.rsplit(".", 1)[1] not in FILE_SUFFIXES}
+    found += [f"{name}: does not import" for name in sorted(names) if not resolves(name)]
     return found
 
 
@@ -108,7 +129,7 @@ def test_the_checks_catch_what_they_should(tmp_path):
     try:
         doc.write_text(
             "[ok](../README.md) [gone](missing.md) [anchor](errors.md#no-such-heading) see issue 6,\n"
-            'docs/methods.md, "Geometry statistics" and README, "Predict";\n'
+            'docs/methods.md, "Geometry statistics" and README, "Predict"; bertgeom.io.iter_batches, bertgeom.io.nope\n'
             "`src/bertgeom/{config,cli}.py` `src/bertgeom/{config,nope}.py` rules/nope.smk, report/<id>.rst\n"
             "```bash\nmake test\nmake nonsense\nbertgeom predict --help\nbertgeom nonsense\n```\n"
         )
@@ -124,6 +145,7 @@ def test_the_checks_catch_what_they_should(tmp_path):
         "make nonsense: no such Makefile target",
         "bertgeom nonsense: no such command",
         "'issue 6': a tracker reference",
+        "bertgeom.io.nope: does not import",
     ]
 
 
