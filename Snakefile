@@ -25,6 +25,7 @@ include: "rules/activations.smk"
 include: "rules/stats.smk"
 include: "rules/attention.smk"
 include: "rules/figures.smk"
+include: "rules/explorer.smk"
 
 
 # Before the first job: warn when the projected outputs exceed the free space (bertgeom plan).
