@@ -31,9 +31,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertgeom.config import ROOT, resolve_path
+from bertgeom.config import resolve_path
 
-CALIBRATION = ROOT / "benchmarks" / "plan_calibration.json"
+CHECKOUT = Path(__file__).resolve().parents[2]  # the workflow's directory (an editable install's checkout)
+CALIBRATION = CHECKOUT / "benchmarks" / "plan_calibration.json"
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched on the device name.
 PEAK_TFLOPS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
 KNOWN_HUB = {"bert-base-cased": "base", "bert-base-uncased": "base", "google-bert/bert-base-cased": "base"}
@@ -276,7 +277,7 @@ def plan(configfile: str, gpu: str = "H100", mfu: float = 0.4, results: str = "r
     if gpu not in PEAK_TFLOPS:
         raise ValueError(f"--gpu {gpu!r}: expected one of {sorted(PEAK_TFLOPS)}")
     config = load_config(configfile)
-    basedir = ROOT
+    basedir = CHECKOUT
     check_config(config, basedir)
     work = workload(config, basedir)
     cal = json.loads(Path(calibration).read_text())
