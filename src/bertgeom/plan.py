@@ -237,7 +237,7 @@ def read_measured(directory: Path) -> dict[str, dict]:
 
     measured = {}
     for rule in sorted(p for p in Path(directory).iterdir() if p.is_dir()):
-        frames = [pd.read_csv(f, sep="\t") for f in sorted(rule.glob("*.tsv"))]
+        frames = [pd.read_csv(f, sep="\t") for f in sorted(rule.rglob("*.tsv"))]  # any depth: per seed (and checkpoint)
         if frames:
             frame = pd.concat(frames)
             measured[rule.name] = {"s": float(frame["s"].sum()), "max_rss": float(frame["max_rss"].max()) * 2**20}
