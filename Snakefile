@@ -28,6 +28,15 @@ include: "rules/figures.smk"
 include: "rules/explorer.smk"
 
 
+# Before the first job: warn when the projected outputs exceed the free space (bertgeom plan).
+onstart:
+    from bertgeom.plan import workflow_disk_warning
+
+    warning = workflow_disk_warning(config, workflow.basedir, "results")
+    if warning:
+        print(warning, file=sys.stderr)
+
+
 rule all:
     default_target: True
     input:

@@ -42,15 +42,24 @@ VOCAB = 4000
 BATCH = 8
 
 
-def make_model(path: Path) -> None:
-    """The default config's model: bertgeom.model preset `small`, random weights."""
+def peak_rss() -> int:
+    """This process's peak resident set size in bytes: VmHWM, which exec resets (ru_maxrss keeps the
+    forking parent's RSS across exec, so a worker started by a big parent would report the parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux
+
+
+def make_model(path: Path, preset: str = "small") -> None:
+    """The default config's model: bertgeom.model preset `small` (or `preset`), random weights."""
     import torch
     from transformers import BertForSequenceClassification
 
     from bertgeom.model import scratch_config
 
     torch.manual_seed(0)
-    config = scratch_config("small", CLASSES, VOCAB, pad_id=0, max_length=LENGTH)
+    config = scratch_config(preset, CLASSES, VOCAB, pad_id=0, max_length=LENGTH)
     config._attn_implementation = "eager"
     BertForSequenceClassification(config).save_pretrained(path)
 
@@ -178,7 +187,7 @@ def main() -> None:
         else:
             subset, stages = int(options.args[3]), options.args[4].split(",")
             result = worker_ours(model_dir, tokens, out, subset, stages)
-        result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        result["peak_rss"] = peak_rss()
         print(json.dumps(result))
         return
 

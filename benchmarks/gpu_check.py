@@ -13,37 +13,41 @@ MFU = tokens/s x FLOPs per token / the card's dense bf16 peak (table below, or -
 
     .venv/bin/python benchmarks/gpu_check.py [--compile] [--out gpu_check.json]
     .venv/bin/python benchmarks/gpu_check.py --device cpu --preset tiny --steps 2 --warmup 1  # smoke test
+
+Then the rest of the rehearsal on the same device (--rehearsal-sequences N, 0 skips it): a random
+classifier of the preset dumps N sequences of 427 real tokens (bertgeom.activations.dump: fp32,
+eager attention, every stage in the token-level subset) on the device and again on the CPU (fp32
+eager, the reference), and the statistics (bertgeom.stats.cone.cone_table) run on the device's
+dump. Prints sequences/s of both dumps, the stats' seconds and the agreement of the device's dump
+with the CPU's (largest |difference| / largest |value| per file and column; cone_index values).
+Needs torch, transformers, pyarrow, pandas, scipy and this checkout's src/ (PYTHONPATH=src), no
+network and no snakemake.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import tempfile
 import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 import torch
 from transformers import get_linear_schedule_with_warmup
 
 from bertgeom.io import package_versions, write_json
 from bertgeom.model import PRESETS, build_model, select_device, trim_batch
+from bertgeom.plan import PEAK_TFLOPS, Shape
+from bertgeom.plan import flops_per_token as plan_flops_per_token
 from bertgeom.train import configure_torch, make_optimizer, train_step
 
 PAPER_VOCAB = 28996 + 33289
 PAPER_SEQUENCES = 36360 * 2  # training split x epochs
 PAPER_TOKENS = 427  # [CLS] + 425 k-mers + [SEP]
 N_CLASSES = 8
-# Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched on the device name.
-PEAK_TFLOPS = {
-    "H200": 989.4,
-    "H100 PCIe": 756.0,
-    "H100": 989.4,
-    "A100": 312.0,
-    "L40S": 362.0,
-    "A10": 125.0,
-    "L4": 121.0,
-}
-
-
 class Vocab:
     """The tokenizer facts build_model needs."""
 
@@ -55,10 +59,9 @@ class Vocab:
 
 
 def flops_per_token(preset: str, seq: int) -> float:
-    cfg = PRESETS[preset]
-    h, layers, ffn = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"]
-    matmul_params = layers * (4 * h * h + 2 * h * ffn)
-    return 6 * matmul_params + 12 * seq * h * layers
+    p = PRESETS[preset]
+    shape = Shape(p["num_hidden_layers"], p["hidden_size"], p["num_attention_heads"], p["intermediate_size"], seq)
+    return plan_flops_per_token(shape, seq)
 
 
 def peak_tflops(device: torch.device, given: float | None) -> float | None:
@@ -105,6 +108,64 @@ def measure(preset: str, batch: int, seq: int, steps: int, warmup: int, device, 
     }
 
 
+def dump_agreement(a: dict, b: dict) -> dict[str, float]:
+    """Largest |a - b| / largest |b| per float column of the dumps' summary, heads and attention
+    summary files, and of the token vectors (bertgeom.token_vectors) and attention matrices."""
+    from bertgeom.io import to_matrix
+    from bertgeom.token_vectors import TokenFile
+
+    def rel(x, y) -> float:
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        scale = np.abs(y).max() if y.size else 0.0
+        return float(np.abs(x - y).max() / scale) if scale > 0 else float(np.abs(x - y).max(initial=0.0))
+
+    out = {}
+    for name in ("summary", "heads", "attention_summary"):
+        ta, tb = pq.read_table(a[name]), pq.read_table(b[name])
+        for field in tb.schema:
+            if pa.types.is_fixed_size_list(field.type) and pa.types.is_floating(field.type.value_type):
+                out[f"{name}.{field.name}"] = rel(to_matrix(ta.column(field.name)), to_matrix(tb.column(field.name)))
+            elif pa.types.is_floating(field.type):
+                out[f"{name}.{field.name}"] = rel(ta.column(field.name).to_numpy(), tb.column(field.name).to_numpy())
+    ta, tb = TokenFile(a["tokens"]), TokenFile(b["tokens"])
+    out["tokens.vectors"] = max((rel(np.vstack([x for _, x in ta.sequences(*key)]), np.vstack([x for _, x in tb.sequences(*key)]))
+                                 for key in tb.keys()), default=0.0)  # fmt: skip
+    ma, mb = (pq.read_table(d["attention"], columns=["matrix"]).column("matrix").combine_chunks() for d in (a, b))
+    out["attention.matrix"] = rel(ma.values.to_numpy(zero_copy_only=False), mb.values.to_numpy(zero_copy_only=False))
+    return out
+
+
+def rehearsal(preset: str, sequences: int, device: torch.device, threads: int) -> dict:
+    """The dump and the statistics on `device`, the dump again on the CPU; agreement and throughput."""
+    from bench_activations import CLASSES, make_model, make_tokens
+
+    from bertgeom import activations
+    from bertgeom.config import load_config
+    from bertgeom.stats.cone import cone_table
+
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_model(tmp / "model", preset)
+        make_tokens(tmp / "tokens.parquet", sequences)
+        dumps = {}
+        for where in (device.type, "cpu") if device.type != "cpu" else ("cpu", "cpu_again"):
+            settings = {**load_config()["activations"], "splits": ["test"], "subset_per_class": sequences, "device": where.split("_")[0]}
+            dumps[where] = {name: tmp / where / f"{name}.parquet" for name in activations.OUTPUT_FILES}
+            start = time.perf_counter()
+            activations.dump(tmp / "model", {"test": tmp / "tokens.parquet"}, dumps[where], CLASSES, settings, top_keys=5)
+            result[f"dump_{where}_sequences_per_s"] = sequences / (time.perf_counter() - start)
+        first, reference = dumps.values()
+        start = time.perf_counter()
+        tables = [cone_table(d["summary"], d["heads"], d["attention_summary"], d["tokens"], CLASSES, seed=0) for d in (first, reference)]
+        result["stats_seconds"] = (time.perf_counter() - start) / 2
+        result["agreement"] = dump_agreement(first, reference)
+        both = tables[0].merge(tables[1], on=[c for c in tables[0].columns if c != "value"], suffixes=("", "_ref"))
+        finite = both[np.isfinite(both.value_ref) & (both.value_ref.abs() > 1e-6)]
+        result["agreement"]["cone_index.value"] = float(((finite.value - finite.value_ref).abs() / finite.value_ref.abs()).max())
+    return result
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1%}"
 
@@ -123,6 +184,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=8, help="CPU threads (data movement; the model on CPU)")
     parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, if not in the table")
+    parser.add_argument("--rehearsal-sequences", type=int, default=16, help="sequences of the dump and stats check (0: skip)")
     parser.add_argument("--out", help="also write the results as JSON")
     args = parser.parse_args()
     device = select_device(args.device)
@@ -150,6 +212,15 @@ def main() -> None:
     print(
         f"paper-scale run = {PAPER_SEQUENCES} sequences x {PAPER_TOKENS} tokens (36,360 x 2 epochs), training steps only"
     )
+    check = rehearsal(args.preset, args.rehearsal_sequences, device, args.threads) if args.rehearsal_sequences else {}
+    if check:
+        rates = ", ".join(f"{k.removeprefix('dump_').removesuffix('_sequences_per_s')} {v:.2f} seq/s" for k, v in check.items() if k.startswith("dump_"))
+        print(f"dump of {args.rehearsal_sequences} sequences (fp32, eager attention, all in the subset): {rates}; "
+              f"statistics (cone_index) {check['stats_seconds']:.1f} s")  # fmt: skip
+        worst = max(check["agreement"].items(), key=lambda item: item[1])
+        print(f"device dump vs CPU fp32 eager: largest relative difference {worst[1]:.2e} ({worst[0]})")
+        for key, value in sorted(check["agreement"].items()):
+            print(f"  {key:40s} {value:.2e}")
     if args.out:
         write_json(
             args.out,
@@ -159,6 +230,7 @@ def main() -> None:
                 "compile": args.compile,
                 "peak_tflops": peak,
                 "rows": rows,
+                "rehearsal": check,
                 "versions": package_versions(),
             },
         )

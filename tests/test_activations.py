@@ -21,7 +21,7 @@ import yaml
 from snakemake.utils import validate
 
 from bertgeom import activations as act
-from bertgeom import io
+from bertgeom import io, token_vectors
 from bertgeom.activations import loop
 from bertgeom.hooks import HEAD_STAGES, STAGES, capture, capture_batch, hook_names
 from bertgeom.measures import real_mask
@@ -283,42 +283,68 @@ def test_sufficient_statistics_reproduce_cone_index_from_tokens(dumped):
     per sequence and pooled over sequences (the point of sufficient statistics)."""
     outputs, _ = dumped
     summary = pq.read_table(outputs["summary"]).to_pandas()
-    tokens = pq.read_table(outputs["tokens"]).to_pandas()
-    for (layer, stage), group in tokens.groupby(["layer", "stage"]):
+    tokens = token_vectors.TokenFile(outputs["tokens"])
+    assert sorted(tokens.keys()) == sorted((layer, stage) for layer in range(LAYERS) for stage in STAGES)
+    for layer, stage in tokens.keys():
         stats = summary[(summary.layer == layer) & (summary.stage == stage)].set_index("seq_id")
         pooled_unit, pooled_n, pooled_tokens = 0, 0, []
-        for seq, rows in group.groupby("seq_id"):
-            vecs = np.stack(rows.sort_values("position")["vec"].to_numpy()).astype(np.float64)
+        for seq, vecs in tokens.sequences(layer, stage):
             unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
             direct = np.linalg.norm(unit.sum(0)) / len(vecs)
             row = stats.loc[seq]
             assert row["n"] == len(vecs)
             from_stats = np.linalg.norm(row["sum_unit"]) / row["n"]
-            assert abs(direct - from_stats) < 2e-3, (layer, stage, seq)
-            np.testing.assert_allclose(row["mean_vec"], vecs.mean(0), atol=2e-2, rtol=2e-3)
-            np.testing.assert_allclose(row["sum_sq_norm"], (vecs**2).sum(), rtol=2e-3)
+            assert abs(direct - from_stats) < 1e-4, (layer, stage, seq)
+            # float16 rounds each delta by at most 2^-12 scale (scale ~ 4 here)
+            np.testing.assert_allclose(row["mean_vec"], vecs.mean(0), atol=1e-3, rtol=0)
+            np.testing.assert_allclose(row["sum_sq_norm"], (vecs**2).sum(), rtol=1e-4)
             pooled_unit = pooled_unit + row["sum_unit"]
             pooled_n += row["n"]
             pooled_tokens.append(unit)
         direct = np.linalg.norm(np.concatenate(pooled_tokens).sum(0)) / pooled_n
-        assert abs(direct - np.linalg.norm(pooled_unit) / pooled_n) < 2e-3
+        assert abs(direct - np.linalg.norm(pooled_unit) / pooled_n) < 1e-4
+
+
+def test_token_vectors_are_float16_deviations_from_the_float32_mean(dumped, model):
+    """tokens.parquet: one (layer, stage) per row group; center = summary's mean_vec bit for bit,
+    scale a power of two >= max |delta|; x = center + scale delta within float16's rounding of delta."""
+    outputs, tokens = dumped
+    meta = pq.ParquetFile(outputs["tokens"]).metadata
+    assert meta.num_row_groups == LAYERS * len(STAGES)  # every batch fits one flush here
+    first = pq.read_table(outputs["tokens"]).slice(0, 3).to_pydict()
+    assert first["center"][0] is not None and first["center"][1] is None and first["scale"][1] is None
+    ids, n, mask = batch_inputs(tokens, slice(0, 4))
+    _, cap = capture_batch(model, ids, mask)
+    summary = pq.read_table(outputs["summary"], filters=[("layer", "=", 1), ("stage", "=", "attn_output")]).to_pandas()
+    means = summary.set_index("seq_id")["mean_vec"]
+    table = next(token_vectors.TokenFile(outputs["tokens"]).vectors(1, "attn_output", ["seq_id", "center", "scale", "delta"]))[0]
+    rows = table.to_pandas()
+    for b, seq in enumerate(tokens.column("seq_id").to_pylist()[:4]):
+        mine = rows[rows.seq_id == seq]
+        center, scale = mine["center"].iloc[0], mine["scale"].iloc[0]
+        np.testing.assert_array_equal(center, means[seq])  # the same float32 numbers
+        delta = np.stack(mine["delta"].to_numpy()).astype(np.float64)
+        assert math.log2(scale).is_integer() and np.abs(delta).max() <= 1 and np.abs(delta).max() > 0.5
+        x = cap["layer.1.attn_output"][b, : int(n[b])].numpy().astype(np.float64)
+        error = np.abs(center + scale * delta - x).max()
+        assert error <= scale * 2**-11, (seq, error, scale)
 
 
 def test_heads_are_row_slices_of_the_stage_vectors(dumped):
     """heads.parquet head h of q/k/v/z equals the statistics of columns h*d:(h+1)*d of q/k/v/context."""
     outputs, _ = dumped
     heads = pq.read_table(outputs["heads"]).to_pandas().set_index(["seq_id", "layer", "head", "stage"])
-    tokens = pq.read_table(outputs["tokens"], filters=[("stage", "in", ["q", "k", "v", "context"])]).to_pandas()
     source = {"q": "q", "k": "k", "v": "v", "context": "z"}
-    for (seq, layer, stage), rows in list(tokens.groupby(["seq_id", "layer", "stage"]))[:24]:
-        vecs = np.stack(rows.sort_values("position")["vec"].to_numpy()).astype(np.float64)
-        for h in range(HEADS):
-            block = vecs[:, h * D_HEAD : (h + 1) * D_HEAD]
-            row = heads.loc[(seq, layer, h, source[stage])]
-            unit = block / np.linalg.norm(block, axis=1, keepdims=True)
-            np.testing.assert_allclose(row["sum_unit"], unit.sum(0), atol=2e-2)
-            np.testing.assert_allclose(row["mean_vec"], block.mean(0), atol=2e-2, rtol=2e-3)
-            assert row["n"] == len(vecs)
+    for layer in range(LAYERS):
+        for stage in source:
+            for seq, vecs in token_vectors.TokenFile(outputs["tokens"]).sequences(layer, stage):
+                for h in range(HEADS):
+                    block = vecs[:, h * D_HEAD : (h + 1) * D_HEAD]
+                    row = heads.loc[(seq, layer, h, source[stage])]
+                    unit = block / np.linalg.norm(block, axis=1, keepdims=True)
+                    np.testing.assert_allclose(row["sum_unit"], unit.sum(0), atol=2e-3)
+                    np.testing.assert_allclose(row["mean_vec"], block.mean(0), atol=1e-3, rtol=0)
+                    assert row["n"] == len(vecs)
 
 
 def test_attention_summary_recomputed_from_attention_matrices(dumped):
@@ -459,6 +485,17 @@ def test_duckdb_sql_on_the_dump(dumped):
         assert abs(row["cone"] - expected) < 1e-5
     heads = duckdb.sql(f"SELECT count(*) FROM '{outputs['attention_summary']}' WHERE entropy BETWEEN 0 AND 1").fetchall()[0][0]
     assert heads == N_SEQS * LAYERS * HEADS
+    # the token vectors, x = center + scale * delta, as docs/outputs.md writes the query
+    vectors = duckdb.sql(f"""
+        WITH t AS (SELECT seq_id, position, delta, first_value(center) OVER w AS c, first_value(scale) OVER w AS s
+                   FROM '{outputs["tokens"]}' WHERE layer = 1 AND stage = 'output'
+                   WINDOW w AS (PARTITION BY seq_id ORDER BY position))
+        SELECT seq_id, position, list_transform(delta, lambda d, i: c[i] + s * d) AS x FROM t ORDER BY seq_id, position
+    """).df()
+    expected = dict(token_vectors.TokenFile(outputs["tokens"]).sequences(1, "output"))
+    assert len(vectors) == sum(len(x) for x in expected.values())
+    for seq, rows in vectors.groupby("seq_id"):
+        np.testing.assert_allclose(np.stack(rows["x"].to_numpy()), expected[seq], rtol=1e-6, atol=1e-6)
 
 
 # --- bad input --------------------------------------------------------------------------------

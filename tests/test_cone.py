@@ -2,18 +2,21 @@
 
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
 from IsoScore.IsoScore import IsoScore as isoscore_package
 
 from bertgeom.io import fixed_size_list, read_metadata, write_parquet
+from bertgeom.token_vectors import TokenFile
 from bertgeom.stats import cone
 from bertgeom.stats.cone import (
     Moments,
     cone_from_sums,
     cone_index,
     isoscore,
+    isoscore_from_cov,
     mean_cosine_from_cone,
     mean_pairwise_cosine,
     normalised_cone,
@@ -21,6 +24,7 @@ from bertgeom.stats.cone import (
     top_pc_share_from_cov,
 )
 from bertgeom.measures import vector_stats
+from tokenfile import write_tokens
 
 torch.set_num_threads(1)
 
@@ -187,8 +191,7 @@ def write_activations(directory, seqs, subset_per_class=2):
                                   "n": n, "sum_unit": hs["sum_unit"][0], "mean_vec": hs["mean_vec"][0],
                                   "sum_sq_norm": hs["sum_sq_norm"][0], "cone_ref": hs["cone_ref"][0]})  # fmt: skip
             if in_subset:
-                for position in range(n):
-                    tokens.append({**ident(seq, layer), "stage": stage, "position": position, "vec": x[position]})
+                tokens.append({"seq_id": seq["seq_id"], "label": seq["label"], "layer": layer, "stage": stage, "x": x[:n]})
         for layer in range(LAYERS):
             for head in range(HEADS):
                 rows = seq["attn"][layer, head]
@@ -199,7 +202,6 @@ def write_activations(directory, seqs, subset_per_class=2):
         ("summary", summary, {"sum_unit": pa.float32(), "mean_vec": pa.float32(), "cls_vec": pa.float16()}),
         ("heads", heads, {"sum_unit": pa.float32(), "mean_vec": pa.float32()}),
         ("attention_summary", attention, {}),
-        ("tokens", tokens, {"vec": pa.float16()}),
     ):
         columns = {key: [row[key] for row in rows] for key in rows[0]}
         table = {}
@@ -216,6 +218,8 @@ def write_activations(directory, seqs, subset_per_class=2):
                 table[key] = pa.array(values)
         paths[name] = str(directory / f"{name}.parquet")
         write_parquet(pa.table(table), paths[name], meta={"model_sha256": "abc"})
+    paths["tokens"] = str(directory / "tokens.parquet")
+    write_tokens(paths["tokens"], sorted(tokens, key=lambda b: (b["layer"], STAGES.index(b["stage"]))))
     return paths
 
 
@@ -272,22 +276,28 @@ def test_class_index_from_sufficient_statistics_equals_direct(synthetic):
 
 
 def test_attention_rows_and_subset_measures(synthetic):
-    seqs, _, table = synthetic
+    seqs, paths, table = synthetic
     rows = [s["attn"][1, 0][: s["n"]] for s in seqs if s["label"] == 1]
     where = dict(scope="sequence", **{"class": "B"}, layer=1, stage="attention", head=0)
     assert value(table, variant="ours", measure="cone_normalised", **where) == pytest.approx(np.mean([normalised_cone(r) for r in rows]), rel=1e-5)
     assert value(table, variant="ours", measure="n_seqs", **where) == 4
-    # subset: the first 2 sequences per class, float16 token vectors as written
+    # subset: the first 2 sequences per class, token vectors as written (float32 mean + float16 deviations)
     subset = [s for s in seqs if s["seq_id"].endswith(("-0", "-1"))]
-    x = np.vstack([s["hidden"][0, "q"][: s["n"]].astype(np.float16) for s in subset]).astype(np.float64)
+    x = np.vstack([x for _, x in TokenFile(paths["tokens"]).sequences(0, "q")])
+    exact = np.vstack([s["hidden"][0, "q"][: s["n"]] for s in subset])
+    np.testing.assert_allclose(x, exact, atol=4 * 2**-12)  # |x - center| < 4 here
     where = dict(scope="subset", **{"class": "all"}, layer=0, stage="q", variant="ours")
     assert value(table, head=-1, measure="isoscore", **where) == pytest.approx(float(isoscore_package(x)), rel=1e-5)
     assert value(table, head=-1, measure="n_seqs", **where) == len(subset)
-    assert value(table, head=-1, measure="cone_normalised", **where) == pytest.approx(normalised_cone(x), rel=1e-9)
+    # directions from float32 vectors (cone.cloud_moments)
+    assert value(table, head=-1, measure="cone_normalised", **where) == pytest.approx(normalised_cone(x), rel=1e-6)
     head0 = x[:, :D_HEAD]
     assert value(table, head=0, measure="isoscore", **where) == pytest.approx(float(isoscore_package(head0)), rel=1e-5)
     share = top_pc_share_from_cov(np.cov(head0, rowvar=False))
-    assert value(table, head=0, measure="top_pc_share", **where) == pytest.approx(share, rel=1e-9)
+    # the streamed scatter sums float32 products (cone.cloud_moments): ~1e-6 relative to the spread
+    assert value(table, head=0, measure="top_pc_share", **where) == pytest.approx(share, rel=1e-5)
+    total = np.trace(np.cov(x, rowvar=False))
+    assert value(table, head=-1, measure="total_variance", **where) == pytest.approx(total, rel=1e-5)
 
 
 def test_table_does_not_depend_on_batch_size(synthetic):
@@ -330,3 +340,72 @@ def test_run_writes_the_table_with_provenance(tmp_path, synthetic):
     written = pa.parquet.read_table(out).to_pandas()
     np.testing.assert_allclose(written["value"], table["value"], equal_nan=True)
     assert written["head"].dtype == np.int16 and written["layer"].dtype == np.int16
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision where the spread is tiny beside the mean (issue 14, item 5)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sequence_spread_is_exact_where_the_values_barely_differ():
+    # Cone indices ~ 1 - 1e-7 that differ by ~1e-9: sum of squares minus square of sums cancels.
+    rng = np.random.default_rng(20)
+    c = 1 - 1e-7 + 1e-9 * rng.normal(size=60)
+    keys = pd.DataFrame({name: [0] * 60 for name in cone.KEYS})
+    parts = []
+    for rows in (slice(0, 7), slice(7, 40), slice(40, 60)):  # three batches, merged
+        values = {"seqs": np.ones(len(c[rows])), "c": c[rows]}
+        parts.append(next(cone.group_sums(keys[rows], values, spreads=("c",)))[1])
+    merged = cone.merge_sums(cone.merge_sums(parts[0], parts[1]), parts[2])
+    assert cone._spread(merged["c_m2"], merged["seqs"]) == pytest.approx(np.std(c, ddof=1), rel=1e-6)
+    one_pass = np.sqrt(max((c**2).sum() - c.sum() ** 2 / 60, 0) / 59)  # the old formula
+    assert abs(one_pass / np.std(c, ddof=1) - 1) > 0.01
+
+
+def collapsed_cloud(d=320, per_seq=40, seqs=3):
+    """float32-exact vectors m + 2^-17 (3 a e_0 + b e_1 + c e_2 / 2) with m float32 in [1.25, 1.75)^d and
+    a, b, c = +-1 balanced: spread ~1e-6 of the norm. Covariance (2^-34 n / (n - 1)) diag(9, 1, 1/4, 0, ...)."""
+    signs = np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)], dtype=np.float64)
+    center = np.random.default_rng(22).uniform(1.25, 1.75, d).astype(np.float32).astype(np.float64)
+    blocks = []
+    for s in range(seqs):
+        x = np.tile(center, (per_seq, 1))
+        x[:, :3] += 2.0**-17 * np.array([3, 1, 0.5]) * signs[(np.arange(per_seq) + s) % 8]  # exact in float32
+        blocks.append(x.astype(np.float32))
+    n = per_seq * seqs
+    spectrum = 2.0**-34 * n / (n - 1) * np.r_[9, 1, 0.25, np.zeros(d - 3)]
+    return blocks, spectrum
+
+
+def test_nearly_collapsed_cloud_keeps_its_covariance(tmp_path):
+    """Spread 1e-6 of the norm: the dump's encoding and the two-pass scatter give the float64 answer;
+    float16 vectors (the old tokens.parquet) round the spread away entirely."""
+    blocks, spectrum = collapsed_cloud()
+    d = len(spectrum)
+    assert 5e-7 < np.sqrt(spectrum.sum()) / np.linalg.norm(blocks[0][0]) < 1.5e-6
+    rounded = np.cov(np.vstack(blocks).astype(np.float16).astype(np.float64), rowvar=False)
+    assert abs(np.trace(rounded) / spectrum.sum() - 1) > 0.5  # float16 of x: the spread is rounding
+    path = tmp_path / "tokens.parquet"
+    write_tokens(path, [{"seq_id": f"s{i}", "label": 0, "layer": 0, "stage": "q", "x": x} for i, x in enumerate(blocks)])
+    acc = cone.subset_moments(TokenFile(path), 0, "q", 4)
+    moments = cone.head_scatters(cone.with_all_classes(acc), 4)
+    measures = moments["test", 0, 0, "q", -1].spectrum_measures(3.0)
+    cov = np.diag(spectrum)
+    assert measures["total_variance"] == pytest.approx(spectrum.sum(), rel=1e-4)
+    assert measures["top_pc_share"] == pytest.approx(0.9 / 1.025, rel=1e-4)
+    assert measures["isoscore"] == pytest.approx(isoscore_from_cov(cov), rel=1e-3)
+    head0 = moments["test", cone.ALL, 0, "q", 0].spectrum_measures(3.0)  # head 0 holds e_0..e_2
+    assert head0["top_pc_share"] == pytest.approx(0.9 / 1.025, rel=1e-4)
+    assert moments["test", 0, 0, "q", 1].cov() == pytest.approx(np.zeros((80, 80)), abs=1e-16)
+    # the scatter merged across sequences and batches equals the direct two-pass covariance
+    whole = np.vstack(blocks).astype(np.float64)
+    merged = sum((Moments.of_vectors(x) for x in blocks[1:]), Moments.of_vectors(blocks[0]))
+    np.testing.assert_allclose(merged.cov(), np.cov(whole, rowvar=False), rtol=1e-9, atol=1e-22)
+
+
+def test_top_eigenvalue_lanczos_equals_lapack():
+    rng = np.random.default_rng(21)
+    for scales in (np.ones(300), np.r_[5.0, 3.0, np.linspace(1, 0.1, 298)]):
+        cov = np.cov(rng.normal(size=(900, 300)) * scales, rowvar=False)
+        assert cone.top_eigenvalue(cov) == pytest.approx(np.linalg.eigvalsh(cov)[-1], rel=1e-10)
+    assert cone.top_eigenvalue(np.diag([1.0, 4.0, 2.0])) == pytest.approx(4.0)  # LAPACK below LANCZOS_MIN_DIM

@@ -11,7 +11,8 @@ from scipy.linalg import orth
 from transformers import BertConfig, BertForSequenceClassification
 from transformers.models.bert.modeling_bert import BertSelfAttention
 
-from bertgeom.io import fixed_size_list, read_metadata, write_parquet
+from bertgeom.io import read_metadata, write_parquet
+from tokenfile import write_tokens
 from bertgeom.stats import directionality as dirn
 
 torch.set_num_threads(1)
@@ -154,7 +155,7 @@ def test_load_weights_and_ov_basis(tmp_path):
 
 def write_activations(model, tmp_path, seqs=2):
     """tokens.parquet (stage input, plus a stage to be ignored) and attention.parquet of the subset."""
-    token_rows, attention_rows = [], []
+    token_blocks, attention_rows = [], []
     for s in range(seqs):
         n = 12 - s
         ids = torch.randint(5, 40, (1, n), generator=torch.Generator().manual_seed(s))
@@ -162,18 +163,13 @@ def write_activations(model, tmp_path, seqs=2):
             out = model.bert(ids, output_hidden_states=True, output_attentions=True)
         for layer in range(2):
             for stage in ("input", "output"):
-                vec = out.hidden_states[layer + (stage == "output")][0].numpy()
-                token_rows.append(
-                    pa.table({"seq_id": [f"s{s}"] * n, "split": ["test"] * n, "label": pa.array([s] * n, pa.int16()),
-                              "layer": pa.array([layer] * n, pa.int16()), "stage": [stage] * n,
-                              "position": pa.array(np.arange(n)[::-1], pa.int32()),  # any order
-                              "vec": fixed_size_list(vec[::-1].astype(np.float16))})  # fmt: skip
-                )
+                x = out.hidden_states[layer + (stage == "output")][0].numpy()
+                token_blocks.append({"seq_id": f"s{s}", "label": s, "layer": layer, "stage": stage, "x": x})
             for head in range(HEADS):
                 a = out.attentions[layer][0, head].numpy()
                 attention_rows.append({"seq_id": f"s{s}", "label": s, "layer": layer, "head": head, "n": n,
                                        "matrix": a.astype(np.float16).reshape(-1)})  # fmt: skip
-    write_parquet(pa.concat_tables(token_rows), tmp_path / "tokens.parquet")
+    write_tokens(tmp_path / "tokens.parquet", token_blocks)
     frame = pd.DataFrame(attention_rows).astype({"label": "int16", "layer": "int16", "head": "int16", "n": "int32"})
     schema = pa.schema([("seq_id", pa.string()), ("label", pa.int16()), ("layer", pa.int16()), ("head", pa.int16()),
                         ("n", pa.int32()), ("matrix", pa.list_(pa.float16()))])  # fmt: skip
@@ -209,3 +205,10 @@ def test_directionality_table_and_run(tmp_path, root):
     expected = np.mean([dirn.directionality_index(a.astype(np.float16).astype(np.float64)) for a in attentions])
     assert value[(1, 3, "ours", "attn_asymmetry")] == pytest.approx(expected)
     assert 0 <= value[(1, 3, "original_code", "qk_asymmetry")] <= 1
+    # Q K^T on the stored layer inputs (float32 mean + float16 deviations) ~ on the exact inputs
+    layers, _ = dirn.load_attention_weights(model_dir)
+    with torch.no_grad():
+        inputs = [model.bert(torch.randint(5, 40, (1, 12 - s), generator=torch.Generator().manual_seed(s)),
+                             output_hidden_states=True).hidden_states[1][0].double().numpy() for s in range(2)]  # fmt: skip
+    exact = np.mean([dirn.directionality_index(dirn.head_scores(x, layers[1], HEADS, "ours")[2]) for x in inputs])
+    assert value[(1, 2, "ours", "qk_asymmetry")] == pytest.approx(exact, rel=1e-3)

@@ -67,7 +67,35 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     predict.add_argument("--quiet", action="store_true", help="no per-record lines on stdout (summary only)")
     predict.set_defaults(func=cmd_predict)
+    plan = commands.add_parser(
+        "plan",
+        help="project a config's time (CPU, a named GPU), disk and peak memory per stage before running it",
+        description="Per-stage projection of a config on this machine's CPU and on a named GPU (model FLOPs at an "
+        "assumed MFU), disk and peak memory, calibrated by benchmarks/calibrate_plan.py (docs/benchmarks.md).",
+    )
+    plan.add_argument("--configfile", required=True, help="the workflow's config file (e.g. config/paper.yaml)")
+    plan.add_argument("--gpu", default="H100", help="GPU of the GPU column: H200, H100, H100 PCIe, A100, L40S, A10, L4")
+    plan.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation on that GPU (default 0.4)")
+    plan.add_argument("--results", default="results", help="results directory whose free space is checked")
+    plan.add_argument("--calibration", help="calibration JSON (default benchmarks/plan_calibration.json)")
+    plan.add_argument("--measured", help="a finished run's results/benchmarks: measured seconds beside the projection")
+    plan.set_defaults(func=cmd_plan)
     return main_parser
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from bertgeom.plan import CALIBRATION, plan
+
+    if not 0 < args.mfu <= 1:
+        print(f"bertgeom plan: error: --mfu {args.mfu}: expected a share in (0, 1]", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        text, _ = plan(args.configfile, args.gpu, args.mfu, args.results, args.calibration or CALIBRATION, args.measured)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        print(f"bertgeom plan: error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    print(text)
+    return EXIT_OK
 
 
 def _fmt(value: float, digits: int) -> str:

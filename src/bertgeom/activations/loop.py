@@ -17,7 +17,7 @@ import torch
 
 from bertgeom import io
 from bertgeom.activations.reduce import BatchReducer, batch_tables
-from bertgeom.activations.writers import OUTPUT_FILES, RowGroups, class_table, schemas, writer_options
+from bertgeom.activations.writers import OUTPUT_FILES, KeyedRowGroups, RowGroups, class_table, schemas, writer_options
 from bertgeom.hooks import HEAD_STAGES, STAGES, capture, hook_names
 from bertgeom.measures import real_mask
 from bertgeom.model import EXACT_ATTENTION, load_model, select_device
@@ -122,6 +122,7 @@ def dump(
         # Two writers: Arrow encodes float16 at ~180 MB/s, so the token-level files need both.
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=2, thread_name_prefix="parquet"))
         groups = {name: RowGroups(streams[name], target, pool) for name in OUTPUT_FILES if name != "class_attention"}
+        groups["tokens"] = KeyedRowGroups(streams["tokens"], target, pool)  # a row group per (layer, stage)
         for split, path in token_files.items():
             keep = subset_ids(indexes[split], settings["subset_per_class"])
             chunk = forward_batch(settings["batch_size"], device, heads, widths[split])

@@ -1,8 +1,9 @@
 """Reductions of one batch: the hooks' sink, and the rows it gives every output file.
 
 Each captured tensor is reduced as soon as its hook fires (bertgeom.measures, in torch, on the
-model's device), so memory is bounded by one batch. The subset's token vectors and attention
-matrices are kept as float16 numpy arrays.
+model's device), so memory is bounded by one batch. The subset's token vectors are kept as float16
+deviations from their sequence's float32 mean (`encode_tokens`, bertgeom.token_vectors), its
+attention matrices as float16 numpy arrays.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from bertgeom import io
 from bertgeom.activations.writers import list_column
 from bertgeom.hooks import ATTENTION, HEAD_SOURCE, HEAD_STAGES, STAGES
-from bertgeom.measures import attention_measure_names, attention_measures, real_mask, vector_stats
+from bertgeom.measures import _computable, attention_measure_names, attention_measures, real_mask, vector_stats
 
 
 class BatchReducer:
@@ -34,7 +35,7 @@ class BatchReducer:
         self.vec: dict[tuple[int, str], dict] = {}
         self.head: dict[tuple[int, str], dict] = {}
         self.attn: dict[int, torch.Tensor] = {}
-        self.tokens: dict[tuple[int, int, str], np.ndarray] = {}
+        self.tokens: dict[tuple[int, int, str], tuple[np.ndarray, np.ndarray, float]] = {}
         self.matrices: dict[tuple[int, int], np.ndarray] = {}
         self.class_attn = class_attn
 
@@ -61,18 +62,31 @@ class BatchReducer:
             self.head[layer, HEAD_SOURCE[stage]] = vector_stats(per_head, self.real)
         if stage in self.token_stages:
             for b in self.subset:
-                self.tokens[b, layer, stage] = x[b, : self.n_cpu[b]].to(torch.float16).cpu().numpy()
+                self.tokens[b, layer, stage] = encode_tokens(x[b, : self.n_cpu[b]], stats["mean_vec"][b])
 
 
-def _ident(seq_ids, split, labels, preds, repeat: int, layers: np.ndarray) -> dict:
-    """Identifier columns for rows ordered (sequence, then `repeat` rows each); layers: [repeat]."""
+def encode_tokens(x: torch.Tensor, center: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
+    """x [n, hidden] and its float32 mean [hidden] -> (delta float16 [n, hidden], center, scale):
+    x = center + scale * delta with scale the power of two at or above max |x - center|
+    (bertgeom.token_vectors). Dividing by a power of two is exact: float16 is the only rounding.
+    """
+    delta = _computable(x) - center
+    _, exponent = torch.frexp(delta.abs().max())  # max |delta| = m 2^e with 0.5 <= m < 1 (0 -> e = 0)
+    scale = torch.ldexp(torch.ones((), dtype=delta.dtype, device=delta.device), exponent)
+    return (delta / scale).to(torch.float16).cpu().numpy(), center.float().cpu().numpy(), float(scale)
+
+
+def _ident(seq_ids, split, labels, preds, repeat, layers: np.ndarray) -> dict:
+    """Identifier columns for rows ordered (sequence, then `repeat` rows each: an int, or a count per
+    sequence); layers: the layers of a sequence's rows, repeated cyclically over all rows."""
+    owner = np.repeat(np.arange(len(seq_ids)), repeat)  # [rows]: each row's sequence
     return {
-        "seq_id": pa.array(np.repeat(np.asarray(seq_ids, dtype=object), repeat), pa.string()),
-        "split": pa.array([split] * (len(seq_ids) * repeat), pa.string()),
-        "label": np.repeat(labels, repeat).astype(np.int16),
-        "pred": np.repeat(preds, repeat).astype(np.int16),
-        "correct": np.repeat(labels == preds, repeat),
-        "layer": np.tile(layers, len(seq_ids)).astype(np.int16),
+        "seq_id": pa.array(np.asarray(seq_ids, dtype=object)[owner], pa.string()),
+        "split": pa.array([split] * len(owner), pa.string()),
+        "label": labels[owner].astype(np.int16),
+        "pred": preds[owner].astype(np.int16),
+        "correct": (labels == preds)[owner],
+        "layer": np.resize(layers, len(owner)).astype(np.int16),
     }
 
 
@@ -130,26 +144,14 @@ def batch_tables(red: BatchReducer, seq_ids, split, labels, preds, n, n_layers, 
 
 
 def _subset_tables(red: BatchReducer, seq_ids, split, labels, preds, n, n_layers, heads, schema) -> dict:
-    """tokens (sequence, layer, stage, position) and attention (sequence, layer, head) rows of the subset."""
-    token_keys = [(b, layer, s) for b in red.subset for layer in range(n_layers) for s in STAGES if (b, layer, s) in red.tokens]
-    tok: dict[str, list] = {k: [] for k in schema["tokens"].names}
-    blocks = []
-    for b, layer, stage in token_keys:
-        vecs = red.tokens[b, layer, stage]
-        rows = len(vecs)
-        for key, value in (("seq_id", seq_ids[b]), ("split", split), ("label", labels[b]), ("pred", preds[b])):
-            tok[key].append(np.full(rows, value, dtype=object if key in ("seq_id", "split") else np.int16))
-        tok["correct"].append(np.full(rows, labels[b] == preds[b]))
-        tok["layer"].append(np.full(rows, layer, np.int16))
-        tok["stage"].append(np.full(rows, stage, dtype=object))
-        tok["position"].append(np.arange(rows, dtype=np.int32))
-        blocks.append(vecs)
-    if blocks:
-        cols = {k: np.concatenate(v) for k, v in tok.items() if k != "vec"}
-        cols["vec"] = io.fixed_size_list(np.concatenate(blocks), pa.float16())
-        tokens = pa.table(cols, schema=schema["tokens"])
-    else:
-        tokens = schema["tokens"].empty_table()
+    """tokens: {(layer, stage): rows (sequence, position)} and attention (sequence, layer, head) rows of the subset."""
+    tokens = {}
+    for layer in range(n_layers):
+        for stage in STAGES:
+            subset = [b for b in red.subset if (b, layer, stage) in red.tokens]
+            if subset:
+                tokens[layer, stage] = token_table([red.tokens[b, layer, stage] for b in subset], [seq_ids[b] for b in subset],
+                                                    split, labels[subset], preds[subset], layer, stage, schema["tokens"])  # fmt: skip
 
     sub = red.subset
     if len(sub):
@@ -164,3 +166,23 @@ def _subset_tables(red: BatchReducer, seq_ids, split, labels, preds, n, n_layers
     else:
         attention = schema["attention"].empty_table()
     return {"tokens": tokens, "attention": attention}
+
+
+def token_table(encoded, seq_ids, split, labels, preds, layer, stage, schema: pa.Schema) -> pa.Table:
+    """Rows (sequence, position) of one (layer, stage); encoded: per sequence (delta, center, scale)."""
+    counts = np.array([len(delta) for delta, _, _ in encoded])
+    first = np.zeros(counts.sum(), dtype=bool)
+    first[np.cumsum(counts) - counts] = True  # the rows of position 0 carry center and scale
+    cols = _ident(seq_ids, split, labels, preds, counts, np.array([layer]))
+    cols["stage"] = pa.array([stage] * len(first), pa.string())
+    cols["position"] = np.concatenate([np.arange(c, dtype=np.int32) for c in counts])
+    cols["delta"] = io.fixed_size_list(np.concatenate([d for d, _, _ in encoded]), pa.float16())
+    cols["center"] = _on_rows(io.fixed_size_list(np.stack([c for _, c, _ in encoded]), pa.float32()), first)
+    cols["scale"] = _on_rows(pa.array([s for _, _, s in encoded], pa.float32()), first)
+    return pa.table(cols, schema=schema)
+
+
+def _on_rows(values: pa.Array, where: np.ndarray) -> pa.Array:
+    """values (one per True of `where`) at the True rows, null at the others."""
+    index = np.where(where, np.cumsum(where) - 1, -1)
+    return values.take(pa.array(index, pa.int64(), mask=~where))

@@ -35,8 +35,9 @@ def schemas(hidden: int, d_head: int, top_keys: int) -> dict[str, pa.Schema]:
         "heads": pa.schema([*ident, ("head", pa.int16()), ("stage", pa.string()), *stats(d_head), ("cone_ref", pa.float32())]),
         "attention_summary": pa.schema([*ident, ("head", pa.int16()), ("n", pa.int32()), *measures]),
         "tokens": pa.schema(
-            [*ident, ("stage", pa.string()), ("position", pa.int32()), ("vec", pa.list_(pa.float16(), hidden))]
-        ),
+            [*ident, ("stage", pa.string()), ("position", pa.int32()), ("delta", pa.list_(pa.float16(), hidden)),
+             ("center", pa.list_(pa.float32(), hidden)), ("scale", pa.float32())]
+        ),  # fmt: skip
         "attention": pa.schema([*ident, ("head", pa.int16()), ("n", pa.int32()), ("matrix", pa.list_(pa.float16()))]),
         "class_attention": pa.schema(
             [
@@ -79,29 +80,41 @@ class RowGroups:
 
     def __init__(self, stream: io.ParquetStream, target_bytes: int, pool: ThreadPoolExecutor):
         self.stream, self.target, self.pool = stream, target_bytes, pool
-        self.tables, self.nbytes, self.pending = [], 0, None
+        self.groups: dict = {}  # key -> tables of one row group
+        self.nbytes, self.pending = 0, None
 
-    def add(self, table: pa.Table) -> None:
-        self.tables.append(table)
+    def add(self, table: pa.Table, key=None) -> None:
+        self.groups.setdefault(key, []).append(table)
         self.nbytes += table.nbytes
         if self.nbytes >= self.target:
             self.flush()
 
     def flush(self) -> None:
         self.wait()
-        if self.tables:
-            self.pending = self.pool.submit(_write_group, self.stream, self.tables)
-        self.tables, self.nbytes = [], 0
+        if self.groups:
+            self.pending = self.pool.submit(_write_groups, self.stream, list(self.groups.values()))
+        self.groups, self.nbytes = {}, 0
 
     def wait(self) -> None:
-        """Block until the row group in flight is written; re-raises its error."""
+        """Block until the row groups in flight are written; re-raises their error."""
         if self.pending is not None:
             self.pending, pending = None, self.pending
             pending.result()
 
 
-def _write_group(stream: io.ParquetStream, tables: list[pa.Table]) -> None:
-    stream.write(pa.concat_tables(tables).combine_chunks())
+class KeyedRowGroups(RowGroups):
+    """RowGroups for tables that come as {key: table} (tokens.parquet: key (layer, stage)): a flush
+    writes one row group per key, in the order the keys were first seen, so that a reader can fetch
+    one key's rows without decoding the others (bertgeom.token_vectors)."""
+
+    def add(self, tables: dict) -> None:
+        for key, table in tables.items():
+            super().add(table, key)
+
+
+def _write_groups(stream: io.ParquetStream, groups: list[list[pa.Table]]) -> None:
+    for tables in groups:
+        stream.write(pa.concat_tables(tables).combine_chunks())
 
 
 def class_table(class_sum, class_hist: np.ndarray, classes: list[str], schema: pa.Schema) -> pa.Table:

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as ds
 from safetensors import safe_open
-from scipy.linalg import orth, subspace_angles
 from tqdm import tqdm
+from scipy.linalg import orth, subspace_angles
 
-from bertgeom.io import provenance, require_columns, to_matrix, write_parquet
+from bertgeom.io import provenance, write_parquet
 from bertgeom.stats.attention import iter_attention
+from bertgeom.token_vectors import TokenFile
 
 log = logging.getLogger(__name__)
 
@@ -229,36 +229,25 @@ def head_scores(x: np.ndarray, w: dict[str, np.ndarray], n_heads: int, variant: 
     return q @ k.transpose(0, 2, 1) / np.sqrt(d)
 
 
-def read_layer_inputs(tokens: str) -> dict[tuple[str, int], np.ndarray]:
-    """{(seq_id, layer): x [n, hidden]} of stage "input" of tokens.parquet (the subset)."""
-    require_columns(tokens, ["seq_id", "layer", "stage", "position", "vec"])
-    table = ds.dataset(tokens, format="parquet").to_table(
-        columns=["seq_id", "layer", "position", "vec"], filter=ds.field("stage") == "input"
-    )
-    if table.num_rows == 0:
-        raise ValueError(f"{tokens}: no rows of stage 'input' (config activations.token_stages must include input)")
-    frame = table.drop_columns(["vec"]).to_pandas()
-    vectors = to_matrix(table.column("vec"))
-    inputs = {}
-    for (seq_id, layer), rows in frame.groupby(["seq_id", "layer"]).indices.items():
-        order = rows[np.argsort(frame["position"].to_numpy()[rows])]
-        if not np.array_equal(frame["position"].to_numpy()[order], np.arange(len(order))):
-            raise ValueError(f"{tokens}: sequence {seq_id} layer {layer}: positions are not 0..n-1")
-        inputs[(seq_id, int(layer))] = vectors[order]  # float16 until used: memory
-    return inputs
-
-
 def data_rows(layers: list[dict[str, np.ndarray]], n_heads: int, tokens: str, attention: str) -> list[tuple]:
-    """(layer, head, variant, measure, value): asymmetry of Q K^T and of A, mean over sequences."""
+    """(layer, head, variant, measure, value): asymmetry of Q K^T and of A, mean over sequences.
+
+    The layer inputs (stage "input" of tokens.parquet) are read one layer and one row group at a
+    time (bertgeom.token_vectors): memory does not grow with the number of sequences.
+    """
     values: dict[tuple, list[float]] = {}
-    inputs = read_layer_inputs(tokens)
-    for (seq_id, layer), x in tqdm(inputs.items(), desc="directionality: Q K^T", mininterval=10):
-        x = x.astype(np.float64)
-        if layer >= len(layers) or x.shape[1] != layers[layer]["wq"].shape[1]:
-            raise ValueError(f"{tokens}: sequence {seq_id} layer {layer} does not fit the model (hidden {x.shape[1]})")
-        for variant in (OURS, ORIGINAL):
-            for head, scores in enumerate(head_scores(x, layers[layer], n_heads, variant)):
-                values.setdefault((layer, head, variant, "qk_asymmetry"), []).append(directionality_index(scores))
+    vectors = TokenFile(tokens)
+    inputs = sorted(layer for layer, stage in vectors.keys() if stage == "input")
+    if not inputs:
+        raise ValueError(f"{tokens}: no rows of stage 'input' (config activations.token_stages must include input)")
+    for layer in inputs:
+        log.info("directionality: Q K^T of layer %d", layer)
+        for seq_id, x in vectors.sequences(layer, "input"):
+            if layer >= len(layers) or x.shape[1] != layers[layer]["wq"].shape[1]:
+                raise ValueError(f"{tokens}: sequence {seq_id} layer {layer} does not fit the model (hidden {x.shape[1]})")
+            for variant in (OURS, ORIGINAL):
+                for head, scores in enumerate(head_scores(x, layers[layer], n_heads, variant)):
+                    values.setdefault((layer, head, variant, "qk_asymmetry"), []).append(directionality_index(scores))
     for record, a in iter_attention(attention):
         values.setdefault((record["layer"], record["head"], OURS, "attn_asymmetry"), []).append(directionality_index(a))
     rows = [(*key, float(np.mean(v))) for key, v in values.items()]
