@@ -1,5 +1,5 @@
 """A local random checkpoint shaped like a hub BERT, for rehearsals at the paper's shapes without
-network (tests/test_rehearsal.py, config/rehearsal.yaml, benchmarks/check_plan.py, gpu_check.py).
+network (tests/test_rehearsal.py, config/rehearsal.yaml, bertgeom plan --measured, benchmarks/gpu_check.py).
 
 `write_random_checkpoint(dir)` writes what `model.init: pretrained` reads from a local directory:
 config.json and model.safetensors of a randomly initialised BertForMaskedLM (bert-base-cased's
