@@ -100,23 +100,30 @@ def label_maps(classes: list[str]) -> tuple[dict[int, str], dict[str, int]]:
 
 
 def scratch_config(
-    preset: str, classes: list[str], vocab_size: int, pad_id: int, max_length: int, attn_implementation: str = "sdpa"
+    preset: str,
+    classes: list[str] | None,
+    vocab_size: int,
+    pad_id: int,
+    max_length: int,
+    attn_implementation: str = "sdpa",
 ) -> BertConfig:
     """A BertConfig for a preset, sized to the tokenizer (vocabulary, PAD id, input length).
 
+    classes None: no label maps (a masked-LM encoder; the classifier fine-tuned from it sets them).
     The attention implementation is not saved with the model: whoever loads it chooses its own.
     """
     if preset not in PRESETS:
         raise ValueError(f"model.preset: unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-    id2label, label2id = label_maps(classes)
+    labels = {}
+    if classes is not None:
+        id2label, label2id = label_maps(classes)
+        labels = dict(num_labels=len(classes), id2label=id2label, label2id=label2id)
     return BertConfig(
         vocab_size=vocab_size,
         pad_token_id=pad_id,
         max_position_embeddings=max_length,
-        num_labels=len(classes),
-        id2label=id2label,
-        label2id=label2id,
         attn_implementation=register_attention(attn_implementation),
+        **labels,
         **PRESETS[preset],
     )
 

@@ -61,10 +61,11 @@ class Split:
         return len(self.seq_ids)
 
 
-def load_split(path: str | Path, n_classes: int, labelled: bool = True) -> Split:
+def load_split(path: str | Path, n_classes: int | None, labelled: bool = True) -> Split:
     """A tokens parquet (docs/outputs.md: seq_id, label, input_ids, n_tokens), validated, as tensors.
 
-    labelled=False: the labels are not checked (background sequences for outlier exposure).
+    labelled=False or n_classes None: the labels are not checked (background sequences for outlier
+    exposure; pre-training, which does not use them).
     """
     table, _ = io.read_tokens(path, n_classes if labelled else None, columns=io.TOKEN_COLUMNS)
     ids = io.to_matrix(table["input_ids"])
@@ -120,12 +121,18 @@ def training_steps(n_train: int, train_cfg: dict) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints: epoch{e}.safetensors (tensors) + epoch{e}.json (everything else), JSON written last.
+# Checkpoints: {unit}{n}.safetensors (tensors) + {unit}{n}.json (everything else), JSON written last.
+# `unit` is "epoch" for fine-tuning (bertgeom.train), "step" for pre-training (bertgeom.pretrain).
 
 
-def save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, state: dict) -> None:
-    """Write the state after `epoch` (1-based) and drop older checkpoints."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+def save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, state: dict, unit: str = "epoch") -> None:
+    """Write the state after `epoch` (1-based; a step count when unit is "step") and drop older checkpoints."""
+    tensors, seen = {}, set()
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu().contiguous()
+        shared = value.data_ptr() in seen  # tied weights (a masked LM's decoder = word embeddings)
+        seen.add(value.data_ptr())
+        tensors[f"model.{key}"] = value.clone() if shared else value
     optim = optimizer.state_dict()
     for index, slots in optim["state"].items():
         for key, value in slots.items():
@@ -135,30 +142,30 @@ def save_checkpoint(ckpt_dir: Path, epoch: int, model, optimizer, scheduler, sta
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = rng
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    weights = ckpt_dir / f"epoch{epoch}.safetensors"
+    weights = ckpt_dir / f"{unit}{epoch}.safetensors"
     with io.atomic_path(weights, ".safetensors") as tmp:
         save_file(tensors, str(tmp))
     meta = {
         **state,
-        "epoch": epoch,
+        unit: epoch,
         "param_groups": optim["param_groups"],
         "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
         "weights_sha256": io.sha256_file(weights),
     }
-    resumable.write_json(ckpt_dir / f"epoch{epoch}.json", meta)
-    for old in ckpt_dir.glob("epoch*.*"):
-        if old.stem != f"epoch{epoch}":
+    resumable.write_json(ckpt_dir / f"{unit}{epoch}.json", meta)
+    for old in ckpt_dir.glob(f"{unit}*.*"):
+        if old.stem != f"{unit}{epoch}":
             old.unlink()
 
 
-def load_checkpoint(ckpt_dir: Path, fingerprint: str, model, optimizer, scheduler) -> dict | None:
+def load_checkpoint(ckpt_dir: Path, fingerprint: str, model, optimizer, scheduler, unit: str = "epoch") -> dict | None:
     """Restore the latest intact checkpoint made with the same fingerprint; None if there is none.
 
     Temporaries of a killed save are removed first; a checkpoint whose JSON or weights fail their
     checksums is logged, deleted and passed over for the one before it (if any).
     """
     io.sweep_temporaries(directories=[ckpt_dir])
-    metas = sorted(ckpt_dir.glob("epoch*.json"), key=lambda p: int(p.stem[5:])) if ckpt_dir.is_dir() else []
+    metas = sorted(ckpt_dir.glob(f"{unit}*.json"), key=lambda p: int(p.stem[len(unit) :])) if ckpt_dir.is_dir() else []
     for path in reversed(metas):
         meta = _intact_checkpoint(path)
         if meta is not None:
@@ -181,7 +188,7 @@ def load_checkpoint(ckpt_dir: Path, fingerprint: str, model, optimizer, schedule
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states)
-    log.info("resuming from %s (epoch %d of the run done)", path, meta["epoch"])
+    log.info("resuming from %s (%s %d of the run done)", path, unit, meta[unit])
     return meta
 
 
@@ -466,8 +473,17 @@ def _mean_rate(rows: list[dict]) -> float:
     return sum(r["tokens"] for r in rows) / rows[-1]["elapsed_s"] if rows else float("nan")
 
 
-def save_model_dir(model, tokenizer, out_dir: Path, log_rows: list[dict], info: dict) -> None:
-    """Model, tokenizer, train_log.csv and training_info.json, each file renamed into place when complete."""
+def save_model_dir(
+    model,
+    tokenizer,
+    out_dir: Path,
+    log_rows: list[dict],
+    info: dict,
+    columns: list[str] = LOG_COLUMNS,
+    log_name: str = "train_log.csv",
+    info_name: str = "training_info.json",
+) -> None:
+    """Model, tokenizer, the log CSV and the info JSON, each file renamed into place when complete."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with io.staging_directory(out_dir / MODEL_FILES["model"]) as tmp:
         model.save_pretrained(tmp)
@@ -476,9 +492,9 @@ def save_model_dir(model, tokenizer, out_dir: Path, log_rows: list[dict], info: 
         make_readable(tmp)  # safetensors writes 0600
         for path in tmp.iterdir():
             os.replace(path, out_dir / path.name)
-    with io.atomic_path(out_dir / "train_log.csv", ".csv") as tmp:
+    with io.atomic_path(out_dir / log_name, ".csv") as tmp:
         with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(log_rows)
-    io.write_json(out_dir / "training_info.json", info)
+    io.write_json(out_dir / info_name, info)
