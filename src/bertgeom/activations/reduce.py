@@ -16,6 +16,8 @@ from bertgeom.activations.writers import list_column
 from bertgeom.hooks import ATTENTION, HEAD_SOURCE, HEAD_STAGES, STAGES
 from bertgeom.measures import attention_measure_names, attention_measures, real_mask, vector_stats
 
+NO_PREDICTION = -1  # pred of a checkpoint without a trained classifier (written as null)
+
 
 class BatchReducer:
     """The hooks' sink for one batch: reduces each captured tensor as soon as it is produced.
@@ -64,14 +66,23 @@ class BatchReducer:
                 self.tokens[b, layer, stage] = x[b, : self.n_cpu[b]].to(torch.float16).cpu().numpy()
 
 
+def prediction_columns(labels: np.ndarray, preds: np.ndarray) -> dict:
+    """Columns pred (int16) and correct (bool) of rows with these labels and predictions; both null
+    where the prediction is NO_PREDICTION (a checkpoint without a trained classifier)."""
+    missing = preds == NO_PREDICTION
+    return {
+        "pred": pa.array(preds.astype(np.int16), pa.int16(), mask=missing),
+        "correct": pa.array(labels == preds, pa.bool_(), mask=missing),
+    }
+
+
 def _ident(seq_ids, split, labels, preds, repeat: int, layers: np.ndarray) -> dict:
     """Identifier columns for rows ordered (sequence, then `repeat` rows each); layers: [repeat]."""
     return {
         "seq_id": pa.array(np.repeat(np.asarray(seq_ids, dtype=object), repeat), pa.string()),
         "split": pa.array([split] * (len(seq_ids) * repeat), pa.string()),
         "label": np.repeat(labels, repeat).astype(np.int16),
-        "pred": np.repeat(preds, repeat).astype(np.int16),
-        "correct": np.repeat(labels == preds, repeat),
+        **prediction_columns(np.repeat(labels, repeat), np.repeat(preds, repeat)),
         "layer": np.tile(layers, len(seq_ids)).astype(np.int16),
     }
 
@@ -146,6 +157,7 @@ def _subset_tables(red: BatchReducer, seq_ids, split, labels, preds, n, n_layers
         blocks.append(vecs)
     if blocks:
         cols = {k: np.concatenate(v) for k, v in tok.items() if k != "vec"}
+        cols.update(prediction_columns(cols["label"], cols["pred"]))
         cols["vec"] = io.fixed_size_list(np.concatenate(blocks), pa.float16())
         tokens = pa.table(cols, schema=schema["tokens"])
     else:
