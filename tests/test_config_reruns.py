@@ -94,8 +94,8 @@ EXPECTED = {
     "tokens.test_fraction": (0.25, TOKENS),
     "tokens.val_fraction": (0.2, TOKENS),
     "tokens.split_seed": (7, TOKENS),
-    # mlm -> scratch: no pretrain, no mlm checkpoint; the tokens stay (only pretrained extends the vocabulary)
-    "model.init": ("scratch", ["init_model", "train"]),
+    # mlm -> scratch: no pretrain, no mlm checkpoint (whose jobs --forcerun would plan): its own test below
+    "model.init": ("scratch", None),
     "model.preset": ("small", ["init_model", "pretrain", "train"]),
     "model.pretrained": ("bert-base-uncased", NOTHING),  # init is mlm
     "pretrain.steps": (10, PRETRAIN),
@@ -266,3 +266,15 @@ def test_reordering_and_reformatting_the_config_reruns_nothing(finished):
     path = finished / "reordered.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     assert planned(finished, path) == Counter()
+
+
+@pytest.mark.slow
+def test_init_mlm_to_scratch_reruns_the_models_not_the_tokens(finished):
+    """The tokens stay (only init pretrained extends the vocabulary); both seeds' initial weights and
+    models are redone; no pre-training, and no job of the mlm checkpoint, is planned."""
+    config = edited_config(finished, {"model.init": "scratch"})
+    plan = planned(finished, config)
+    assert plan["init_model"] == plan["train"] == 2 and plan["dump_activations"] == 4
+    assert not {"download", "split_and_tokenize", "pretrain"} & set(plan)
+    result = snakemake(finished, "-n", configfile=config)
+    assert "checkpoint=mlm" not in result.stdout
