@@ -1,5 +1,5 @@
 # Stage: attention patterns (the paper's gate taxonomy) and directionality of subspace selection.
-# Library: src/bertgeom/stats/{attention,directionality}.py; tables: README "Attention patterns
+# Library: src/bertgeom/stats/{attention,directionality}.py; tables: docs/methods.md, "Attention patterns
 # and directionality". Across-seed means come from rule aggregate_seeds (rules/stats.smk).
 
 

@@ -1,5 +1,5 @@
 # Stage: data. Genomes from config data.source (synthetic | ncbi | fasta), then the spike gene cut
-# out of each by alignment to the reference, with QC (src/bertgeom/data; README.md, "Data";
+# out of each by alignment to the reference, with QC (src/bertgeom/data; docs/usage.md, "Data";
 # docs/outputs.md).
 
 

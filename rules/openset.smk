@@ -1,8 +1,8 @@
 # Stage: open set. Background genomes for outlier exposure (an input of train), synthetic genomes
 # outside the training data, and per seed: the open-set threshold and temperature (written into the
 # model directory for `bertgeom predict`), their evaluation, and the model card.
-# Library: src/bertgeom/genome_sets.py, openset.py, openset_stage.py, handoff.py; README.md,
-# "Predict"; docs/outputs.md.
+# Library: src/bertgeom/genome_sets.py, openset.py, openset_stage.py, handoff.py; docs/usage.md,
+# "Predict new genomes"; docs/outputs.md.
 
 
 rule background:

@@ -1,5 +1,5 @@
 # Stage: geometry statistics (cone index, data distribution, across-seed aggregation).
-# Library: src/bertgeom/stats/{cone,distribution,aggregate}.py; tables: README "Geometry statistics".
+# Library: src/bertgeom/stats/{cone,distribution,aggregate}.py; tables: docs/methods.md, "Geometry statistics".
 
 
 rule cone_index:

@@ -1,5 +1,5 @@
 # Stage: tokens. Stratified train/val/test split, k-mer vocabulary from the training split, and
-# the tokenized splits (src/bertgeom/tokens.py; README.md, "Tokenization"; docs/outputs.md).
+# the tokenized splits (src/bertgeom/tokens.py; docs/methods.md, "Tokenization"; docs/outputs.md).
 
 
 rule split_and_tokenize:

@@ -1,5 +1,5 @@
 # Stage: train and evaluate, one model per seed of config train.seeds.
-# Library: src/bertgeom/train.py, model.py, evaluate.py; schemas: docs/outputs.md; README.md,
+# Library: src/bertgeom/train.py, model.py, evaluate.py; schemas: docs/outputs.md; docs/usage.md,
 # "Training and evaluation". Resources (gpu, memory, runtime) come from profiles, not from here.
 
 

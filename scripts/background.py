@@ -5,7 +5,7 @@ from bertgeom.io import file_directory, job_log
 from bertgeom.tokens import TOKENIZER_NAMES
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     write_background(
         reference=smk.input.reference,
         variants=smk.input.variants,

@@ -6,7 +6,7 @@ from bertgeom.handoff import write_model_card
 from bertgeom.io import job_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     write_model_card(
         training_info=smk.input.training_info,
         metrics=smk.input.metrics,

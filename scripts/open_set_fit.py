@@ -7,7 +7,7 @@ from bertgeom.openset_stage import fit_open_set
 from bertgeom.train import MODEL_FILES
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(smk.log[0]):
+with job_log(smk.log[0], outputs=smk.output):
     torch.set_num_threads(smk.threads)
     fit_open_set(
         model_dir=file_directory({"model": smk.input.model, "config": smk.input.config}, MODEL_FILES),

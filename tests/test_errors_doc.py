@@ -201,7 +201,7 @@ def same_id_in_two_files(tmp: Path) -> str:
     (tmp / "a.fasta").write_text(">x\nACGT\n")
     (tmp / "b.fasta").write_text(">x\nGGCC\n")
     fasta = {"A": "a.fasta", "B": "b.fasta"}
-    return _error(download, "g.fasta", "m.tsv", None, None, ["A", "B"], {"source": "fasta"}, fasta=fasta)
+    return _error(download, "g.fasta", "m.tsv", None, None, ["A", "B"], {"source": "fasta", "strip_gaps": False}, fasta=fasta)
 
 
 def trims_too_long(tmp: Path) -> str:

@@ -4,7 +4,7 @@ row per type of genome, and `bertgeom predict` agrees with it.
 
 The tiny model (1 epoch of 8 x 12 genomes) is near chance, so these tests check the wiring and the
 agreement between the stages, not the quality of the open set (test_predict checks that on a model
-that learned its classes; README "Predict" reports the default run)."""
+that learned its classes; the default run's results/open_set/seed{seed}/summary.tsv measures it)."""
 
 from __future__ import annotations
 

@@ -3,4 +3,9 @@
 One module per workflow stage (data, tokens, train, activations, stats, figures); see README.md.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the one version number is pyproject.toml's, as installed
+    __version__ = version("bertgeom")
+except PackageNotFoundError:  # imported from src/ without an install (jobs run with PYTHONPATH=src)
+    __version__ = "unknown"

@@ -44,7 +44,10 @@ exit status:
 
 
 def parser() -> argparse.ArgumentParser:
+    from bertgeom import __version__
+
     main_parser = argparse.ArgumentParser(prog="bertgeom", description=__doc__.split("\n\n")[0])
+    main_parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = main_parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser(
         "predict",

@@ -25,8 +25,11 @@ from typing import Any, Iterator
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "config" / "config.schema.yaml"
+# config/config.schema.yaml and resources/ ship inside the package (links in the checkout,
+# package data in a wheel), so an installed package finds them without the checkout.
+PACKAGE = Path(__file__).resolve().parent
+SCHEMA = PACKAGE / "config.schema.yaml"
+RESOURCES = PACKAGE / "resources"
 EXECUTION_ONLY = "x-execution-only"
 
 
@@ -137,15 +140,20 @@ class Settings:
 
 def resolve_path(path: str | Path, basedir: str | Path) -> Path:
     """A path from the config: as given if it exists from the working directory (or is absolute),
-    else from the workflow's directory `basedir`."""
+    else from the workflow's directory `basedir`, else (`resources/<file>`) the package's copy."""
     path = Path(path)
-    return path if path.is_absolute() or path.exists() else Path(basedir) / path
+    if path.is_absolute() or path.exists():
+        return path
+    candidates = [Path(basedir) / path]
+    if len(path.parts) > 1 and path.parts[0] == "resources":
+        candidates.append(RESOURCES.joinpath(*path.parts[1:]))
+    return next((found for found in candidates if found.exists()), candidates[0])
 
 
 # --- cross-key checks: every constraint the schema cannot express, when the workflow is parsed ---
 
 
-def check_config(config: dict, basedir: str | Path = ROOT) -> None:
+def check_config(config: dict, basedir: str | Path = ".") -> None:
     """A ValueError listing every violated constraint, one line each naming its config keys.
 
     `config` is validated against the schema (defaults filled); relative paths in it are resolved

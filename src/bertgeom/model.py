@@ -26,7 +26,7 @@ EXACT_ATTENTION = "bertgeom_eager"  # attn_implementation of eager_attention_in_
 # Architectures for `model.init: scratch`. `base` is bert-base (12 layers, 12 heads, 768) with its
 # dropouts. tiny/small drop attention-probability dropout: a dropout mask on the [batch, heads, L, L]
 # attention matrix forces SDPA onto its unfused path, which halves CPU training speed at L = 427
-# (measured; see README), and the synthetic classes need no such regularisation.
+# (measured: benchmarks/bench_train.py; docs/benchmarks.md), and the synthetic classes need no such regularisation.
 PRESETS: dict[str, dict] = {
     "tiny": dict(
         hidden_size=32,

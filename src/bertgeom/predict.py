@@ -19,13 +19,13 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from bertgeom.config import resolve_path
 from bertgeom.data.fasta import FastaRecord
 from bertgeom.openset import OPEN_SET_FILE, OpenSet, answer, layer_features
 from bertgeom.tokens import n_kmers
 
 log = logging.getLogger("bertgeom.predict")
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout (editable install): resources/ lives there
 DEFAULT_REFERENCE = "resources/NC_045512.2.fasta"
 QC_KEYS = ("max_n_fraction", "allow_internal_stops", "max_length_change", "preset", "flank")
 UNASSIGNED = "unassigned"
@@ -44,11 +44,12 @@ def training_settings(model_dir: Path) -> dict:
 
 
 def find_reference(given: str | None, training_config: dict) -> Path:
-    """--reference, else the training config's data.reference, from the working directory or the checkout."""
+    """--reference, else the training config's data.reference, from the working directory or (for
+    `resources/...`) the package's copy."""
     name = given or training_config.get("data", {}).get("reference", DEFAULT_REFERENCE)
-    for path in (Path(name), ROOT / name):
-        if path.is_file():
-            return path
+    path = resolve_path(name, ".")
+    if path.is_file():
+        return path
     raise FileNotFoundError(f"reference FASTA {name!r} not found; pass --reference PATH to NC_045512.2.fasta")
 
 

@@ -3,7 +3,7 @@
 Every measure reads one head's masked attention matrix A [query, key] over the n real tokens
 (position 0 = [CLS], n - 1 = [SEP], [PAD] excluded; each row sums to 1). The paper names seven
 patterns ("gates") but gives no formula for them; the scores below are our operational definitions
-(README, "Attention patterns and directionality"), each in [0, 1] with a configurable threshold:
+(docs/methods.md, "Attention patterns and directionality"), each in [0, 1] with a configurable threshold:
 
     directional          share of all attention on the `top_keys` most-attended non-special keys
     open                 mean normalised row entropy  H(A_i) / log n

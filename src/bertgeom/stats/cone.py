@@ -14,7 +14,7 @@ original numbers; it measures the padding as much as the sequence.
 Everything a cloud needs is a sum over its vectors (`Moments`), so class- and dataset-level clouds
 are built from per-sequence sums read in batches (the dump's summary and heads files, made by
 bertgeom.measures.vector_stats): memory does not grow with the number of sequences.
-The README section "Geometry statistics" defines every identifier and measure of the output table.
+docs/methods.md, "Geometry statistics", defines every identifier and measure of the output table.
 """
 
 from __future__ import annotations
@@ -392,7 +392,7 @@ def cone_table(
     batch_rows: int = 8192,
     outlier_sigma: float = 3.0,
 ) -> pd.DataFrame:
-    """The tidy cone-index table of one seed (columns COLUMNS; README "Geometry statistics")."""
+    """The tidy cone-index table of one seed (columns COLUMNS; docs/methods.md, "Geometry statistics")."""
     rows: list[tuple] = []
     for path, acc in (
         (summary, read_vector_sums(summary, batch_rows, per_head=False)),

@@ -271,7 +271,7 @@ def data_rows(layers: list[dict[str, np.ndarray]], n_heads: int, tokens: str, at
 
 
 def directionality_table(model_dir: str, tokens: str, attention: str, eig_tol: float, seed: int) -> pd.DataFrame:
-    """Tidy table: seed, layer, head, variant, measure, value (README, "Attention patterns and directionality")."""
+    """Tidy table: seed, layer, head, variant, measure, value (docs/methods.md, "Attention patterns and directionality")."""
     layers, n_heads = load_attention_weights(model_dir)
     rows = weight_rows(layers, n_heads, eig_tol) + data_rows(layers, n_heads, tokens, attention)
     table = pd.DataFrame(rows, columns=["layer", "head", "variant", "measure", "value"]).assign(seed=seed)
