@@ -1,4 +1,4 @@
-# Stage: the checkpoints a seed's training starts from (issue 15): its initial weights (rule
+# Stage: the checkpoints a seed's training starts from: its initial weights (rule
 # init_model, every model.init) and, with model.init mlm, masked-LM pre-training of its encoder
 # (rule pretrain). Library: src/bertgeom/initial.py, pretrain.py; files: docs/outputs.md.
 

@@ -1,4 +1,4 @@
-"""The checkpoints of a seed whose geometry the workflow measures (issue 15; docs/outputs.md).
+"""The checkpoints of a seed whose geometry the workflow measures (docs/outputs.md).
 
 - `init`: the weights the seed's first training stage starts from (random weights of the seed for
   model.init scratch and mlm, the given checkpoint for pretrained): results/init/seed{seed}/;

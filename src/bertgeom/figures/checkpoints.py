@@ -1,4 +1,4 @@
-"""Figures across checkpoints (issue 15): how pre-training and fine-tuning change the geometry.
+"""Figures across checkpoints: how pre-training and fine-tuning change the geometry.
 
 Each reads one across-seed table per analysed checkpoint (results/stats/all_seeds/{checkpoint}/,
 heads matched across seeds within a checkpoint; the reference seed's heads are the same physical

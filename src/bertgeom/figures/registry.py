@@ -130,7 +130,7 @@ FIGURES = [
     Figure("reliability", "openset.make_reliability", "7. Open set", "Calibration",
            inputs={"calibrations": "results/open_set/seed{seed}/calibration.json"},
            params={"seeds": "train.seeds"}),
-    # ---- 8. Checkpoints (init, mlm, finetuned of every seed; issue 15)
+    # ---- 8. Checkpoints (init, mlm, finetuned of every seed)
     Figure("mlm_curves", "checkpoints.make_mlm_curves", "8. Checkpoints", "Pre-training",
            inputs={"logs": "results/pretrained/seed{seed}/pretrain_log.csv"},
            params={"seeds": "train.seeds"}, init="mlm"),

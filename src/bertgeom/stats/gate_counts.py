@@ -1,4 +1,4 @@
-"""How many heads carry each gate label, per checkpoint and seed (rule gate_counts; issue 15).
+"""How many heads carry each gate label, per checkpoint and seed (rule gate_counts).
 
 Reads the null-calibrated labels of rule attention_patterns (results/stats/seed{seed}/{checkpoint}/
 gates.parquet, column `gate`; docs/methods.md) and writes results/stats/all_seeds/gate_counts.tsv:
