@@ -18,6 +18,7 @@ sys.path.insert(0, SRC)
 from bertgeom.checkpoints import (
     CLASSIFIED,
     HF_FILES,
+    INIT_SETTINGS,
     MODEL_DIRS,
     PRETRAINED_FILES,
     analysed,
@@ -150,6 +151,19 @@ def checkpoint_outputs():
     if MLM:
         files += [f for seed in SEEDS for f in pretrained_files(seed).values()]
     return files
+
+
+def initial_weight_settings():
+    """What init_model uses of the pretrain block (model.init mlm): the settings that shape
+    the masked LM's initial weights (bertgeom.checkpoints.INIT_SETTINGS, those the schema has).
+    """
+    if not MLM:
+        return {}
+    return {
+        key: SETTINGS.get(f"pretrain.{key}")
+        for key in INIT_SETTINGS
+        if key in config["pretrain"]
+    }
 
 
 def encoder_input(wildcards):

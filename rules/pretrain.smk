@@ -22,6 +22,7 @@ rule init_model:
     params:
         classes=CLASSES,
         model=model_params(),
+        init_settings=initial_weight_settings(),
     script:
         "../scripts/init_model.py"
 

@@ -14,4 +14,5 @@ with job_log(smk.log[0], outputs=smk.output):
         classes=smk.params.classes,
         model_cfg=smk.params.model,
         seed=int(smk.wildcards.seed),
+        init_settings=smk.params.init_settings,
     )

@@ -28,6 +28,9 @@ HF_FILES = {
     "special_tokens_map": "special_tokens_map.json",
 }
 PRETRAINED_FILES = {**HF_FILES, "log": "pretrain_log.csv", "info": "pretrain_info.json"}
+# Settings of the pretrain block that shape the initial weights (bertgeom.pretrain.init_model's keyword
+# arguments), so rule init_model receives them: those present in the schema.
+INIT_SETTINGS = ("position_init",)
 
 
 def available(init: str) -> list[str]:

@@ -22,20 +22,29 @@ from bertgeom.train import save_hf_directory
 log = logging.getLogger("bertgeom.initial")
 
 
-def initial_model(model_cfg: dict, classes: list[str], tokenizer: KmerTokenizer, seed: int):
-    """The model the seed's first training stage starts from (module docstring)."""
+def initial_model(
+    model_cfg: dict, classes: list[str], tokenizer: KmerTokenizer, seed: int, init_settings: dict | None = None
+):
+    """The model the seed's first training stage starts from (module docstring); init_settings: the
+    pretrain settings that shape the masked LM's initial weights (checkpoints.INIT_SETTINGS), mlm only."""
     if model_cfg["init"] == "mlm":
-        return init_model(model_cfg["preset"], tokenizer, seed)
+        return init_model(model_cfg["preset"], tokenizer, seed, **(init_settings or {}))
     return build_model(model_cfg, classes, tokenizer, seed)
 
 
 def write_initial_model(
-    tokenizer_dir: str | Path, out_dir: str | Path, info_path: str | Path, classes: list[str], model_cfg: dict, seed: int
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    info_path: str | Path,
+    classes: list[str],
+    model_cfg: dict,
+    seed: int,
+    init_settings: dict | None = None,
 ) -> dict:
     """Save the `init` checkpoint of `seed` as a Hugging Face directory into out_dir (weights, config,
     tokenizer files, each atomically) and its digest to info_path (init_info.json); returns that info."""
     tokenizer = KmerTokenizer.load(tokenizer_dir)
-    model = initial_model(model_cfg, classes, tokenizer, seed)
+    model = initial_model(model_cfg, classes, tokenizer, seed, init_settings)
     info = {
         "seed": seed,
         "init": model_cfg["init"],
