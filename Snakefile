@@ -27,6 +27,7 @@ include: "rules/activations.smk"
 include: "rules/stats.smk"
 include: "rules/attention.smk"
 include: "rules/figures.smk"
+include: "rules/explorer.smk"
 
 
 rule all:

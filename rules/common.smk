@@ -22,8 +22,10 @@ from bertgeom.checkpoints import (
     MODEL_DIRS,
     PRETRAINED_FILES,
     analysed,
+    available,
 )
 from bertgeom.config import Settings, check_config, resolve_path
+from bertgeom.explorer_paths import cone_path, stage_paths
 from bertgeom.figures.registry import active_figures, rule_inputs
 
 # What the schema cannot express (constraints between keys, files the config names): before any job.
@@ -108,6 +110,7 @@ def final_outputs():
     outputs += train_outputs()
     outputs += checkpoint_outputs()
     outputs += open_set_outputs()
+    outputs += ["results/explorer/index.html"]
     return outputs
 
 
@@ -428,6 +431,59 @@ def attention_outputs():
     return per_seed + null_model + across + [GATE_COUNTS]
 
 
+# --- explorer (rules/explorer.smk) ------------------------------------------------------------------
+def init_checkpoints():
+    """Every checkpoint a seed has under the chosen init, in training order."""
+    return available(config["model"]["init"])
+
+
+def analysed_checkpoints():
+    """The checkpoints whose tables exist (activations.checkpoints)."""
+    return CHECKPOINTS
+
+
+def explorer_inputs(wildcards):
+    """The tables of every seed and analysed checkpoint (bertgeom.explorer_paths.stage_paths),
+    the token map and split tables (positions -> amino acids, lineages), variants.yaml (domains,
+    mutations) and the explorer's code (editing it reruns the explorer only)."""
+    tables = [
+        str(path)
+        for checkpoint in analysed_checkpoints()
+        for seed in SEEDS
+        for path in stage_paths("results", seed, checkpoint).values()
+    ]
+    cones = [str(cone_path("results", c)) for c in analysed_checkpoints()]
+    return {
+        "tables": tables + cones,
+        "token_map": "results/tokens/token_map.parquet",
+        "splits": expand(
+            "results/tokens/{split}.parquet", split=["train", "val", "test"]
+        ),
+        "variants": resolve(config["data"]["variants"]),
+        "code": [
+            str(Path(workflow.basedir) / "src" / "bertgeom" / name)
+            for name in (
+                "explorer.py",
+                "explorer_paths.py",
+                "explorer_run.py",
+                "explorer_page.py",
+                "explorer.js",
+            )
+        ],
+    }
+
+
+def explorer_params():
+    """What the explorer shows: seeds, the init's checkpoints (those not analysed: an empty state),
+    the example seed (full-resolution matrices) and how many top keys it lists."""
+    return {
+        "seeds": SEEDS,
+        "checkpoints": init_checkpoints(),
+        "example_seed": example_seed(),
+        "top_k": SETTINGS.get("patterns.top_keys"),
+    }
+
+
 # --- cluster execution (profiles/slurm) ----------------------------------------------------------
 # Rules run by the submitting machine itself under a cluster executor: seconds of work each, where a
 # queued job would wait longer than it runs, and the download (compute nodes often have no network).
@@ -441,6 +497,7 @@ LOCAL_RULES = [
     "metrics_table",
     "open_set_table",
     "model_card",
+    "explorer",
     *(f"fig_{figure_id}" for figure_id in FIGURE_IDS),
 ]
 workflow.localrules(*LOCAL_RULES)

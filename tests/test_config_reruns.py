@@ -171,7 +171,7 @@ EXPECTED = {
     "patterns.nulls.permutations": (10, PATTERNS),
     "figures.dpi": (100, FIGURES),
     "figures.context": ("talk", FIGURES),
-    "figures.example_seed": (1, EXAMPLE_SEED_FIGURES),
+    "figures.example_seed": (1, [*EXAMPLE_SEED_FIGURES, "explorer"]),  # the explorer's full-resolution seed
     "figures.gallery_class": ("Alpha", ["fig_attention_gallery"]),
 }  # fmt: skip
 
