@@ -38,7 +38,7 @@ def page_with_mlm(tiny_run, tmp_path_factory, root):
     checkpoint's tables: `mlm` is not analysed there."""
     path = tmp_path_factory.mktemp("explorer") / "index.html"
     results = path.parent / "results"
-    shutil.copytree(tiny_run / "results", results, ignore=shutil.ignore_patterns("mlm", "models", "pretrained", "init"))
+    shutil.copytree(tiny_run / "results", results, ignore=shutil.ignore_patterns("mlm", "models", "pretrained"))
     write_explorer(token_map=results / "tokens" / "token_map.parquet", output=path, seeds=[0, 1],
                    checkpoints=CHECKPOINTS, example_seed=0, variants=root / "resources" / "variants.yaml", top_k=5)
     return path
