@@ -42,9 +42,9 @@ OUTSIDE = ["background", "open_set_fit_genomes", "open_set_eval_genomes"]
 VARIETY = DOWNLOAD + OUTSIDE  # data.synthetic keys but per_class: the variety of every synthetic genome
 EXTRACTOR = ["extract_spike", "train"] + OUTSIDE  # qc keys the spike extractor uses (train records them)
 
-# Figures over every analysed checkpoint, and the gate counts: what activations.checkpoints changes.
+# Figures over every analysed checkpoint, the gate counts and the explorer: what activations.checkpoints changes.
 CHECKPOINT_LISTS = ["gate_counts", "fig_gate_grid_checkpoints", "fig_cone_checkpoints", "fig_attention_checkpoints",
-                    "fig_directionality_checkpoints"]  # fmt: skip
+                    "fig_directionality_checkpoints", "explorer"]  # fmt: skip
 PRETRAIN = ["pretrain"]
 
 # key: (new value, rules that must rerun). Values are for config/tiny.yaml (synthetic data, init mlm).
