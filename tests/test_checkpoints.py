@@ -276,7 +276,8 @@ def test_checkpoint_figures_are_drawn_from_the_real_tables(tiny_run):
     cone = {c: pd.read_parquet(tiny_run / f"results/stats/all_seeds/{c}/cone_index.parquet") for c in CHECKPOINTS}
     cone = {c: t[(t["class"] == "all") & (t["split"] == "test")] for c, t in cone.items()}
     names = [checkpoint_figures.CHECKPOINT_NAMES[c] for c in CHECKPOINTS]
-    lines = [line for line in checkpoint_figures.plot_cone_checkpoints(cone).axes[0].get_lines() if line.get_label() in names]
+    drawn = checkpoint_figures.plot_cone_checkpoints(cone).axes[0].get_lines()
+    lines = [line for line in drawn if line.get_label() in names]
     assert [line.get_label() for line in lines] == names
     for line, checkpoint in zip(lines, CHECKPOINTS):  # each line is that checkpoint's per-sequence mean
         rows = cone[checkpoint]

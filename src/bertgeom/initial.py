@@ -55,5 +55,6 @@ def write_initial_model(
     }
     save_hf_directory(model, tokenizer, Path(out_dir))
     io.write_json(info_path, info)
-    log.info("seed %d: %s initial weights (%s, %d parameters)", seed, model_cfg["init"], info["architecture"], info["parameters"])
+    log.info("seed %d: %s initial weights (%s, %d parameters)", seed, model_cfg["init"], info["architecture"],
+             info["parameters"])  # fmt: skip
     return info

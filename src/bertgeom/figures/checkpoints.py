@@ -10,7 +10,6 @@ params.checkpoints (init, mlm, finetuned), and the masked-LM log of every seed
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from bertgeom.figures.attention import AGREEMENT_COLUMNS, GATE_COLOURS, PATTERN_COLUMNS, draw_gate_cells, gate_legend
@@ -63,7 +62,8 @@ def plot_cone_checkpoints(cones: dict[str, pd.DataFrame], ci: float = 0.95) -> p
     n_seeds, per_layer, layers = 1, 1, []
     for checkpoint, cone in cones.items():
         part = stream_positions(cone[cone["head"] == -1])
-        part = part[(part["variant"] == "ours") & (part["measure"] == "cone_normalised") & (part["scope"] == "sequence")]
+        ours = (part["variant"] == "ours") & (part["measure"] == "cone_normalised") & (part["scope"] == "sequence")
+        part = part[ours]
         _band(ax, part, CHECKPOINT_COLOURS.get(checkpoint, "0.3"), CHECKPOINT_NAMES.get(checkpoint, checkpoint))
         n_seeds = max(n_seeds, int(part["n_seeds"].max()))
         per_layer = part["stage"].nunique()
