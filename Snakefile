@@ -14,11 +14,13 @@ report: "report/workflow.rst"
 # A seed is a number everywhere ("seed{seed}" must not match e.g. "seed0_old").
 wildcard_constraints:
     seed=r"\d+",
+    checkpoint=r"init|mlm|finetuned",
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/tokens.smk"
+include: "rules/pretrain.smk"
 include: "rules/train.smk"
 include: "rules/openset.smk"
 include: "rules/activations.smk"

@@ -31,23 +31,23 @@ rule attention_patterns:
     and per query row, K90 samples for the violin plots, and the share of attention per spike
     domain with t-tests."""
     input:
-        summary="results/activations/seed{seed}/attention_summary.parquet",
-        attention="results/activations/seed{seed}/attention.parquet",
-        class_attention="results/activations/seed{seed}/class_attention.parquet",
+        summary="results/activations/seed{seed}/{checkpoint}/attention_summary.parquet",
+        attention="results/activations/seed{seed}/{checkpoint}/attention.parquet",
+        class_attention="results/activations/seed{seed}/{checkpoint}/class_attention.parquet",
         token_map="results/tokens/token_map.parquet",
         variants=resolve(config["data"]["variants"]),
         null_scores="results/stats/null_model/scores.parquet",
     output:
-        patterns="results/stats/seed{seed}/attention_patterns.parquet",
-        gates="results/stats/seed{seed}/gates.parquet",
-        gate_tests="results/stats/seed{seed}/gate_tests.parquet",
-        row_gates="results/stats/seed{seed}/row_gates.parquet",
-        k90="results/stats/seed{seed}/k90.parquet",
-        domains="results/stats/seed{seed}/domain_attention.parquet",
+        patterns="results/stats/seed{seed}/{checkpoint}/attention_patterns.parquet",
+        gates="results/stats/seed{seed}/{checkpoint}/gates.parquet",
+        gate_tests="results/stats/seed{seed}/{checkpoint}/gate_tests.parquet",
+        row_gates="results/stats/seed{seed}/{checkpoint}/row_gates.parquet",
+        k90="results/stats/seed{seed}/{checkpoint}/k90.parquet",
+        domains="results/stats/seed{seed}/{checkpoint}/domain_attention.parquet",
     log:
-        "logs/attention_patterns/seed{seed}.log",
+        "logs/attention_patterns/seed{seed}/{checkpoint}.log",
     benchmark:
-        "results/benchmarks/attention_patterns/seed{seed}.tsv"
+        "results/benchmarks/attention_patterns/seed{seed}/{checkpoint}.tsv"
     conda:
         "../envs/bertgeom.yaml"
     params:
@@ -63,16 +63,15 @@ rule directionality:
     value-output subspace overlap of every head from the weights; asymmetry of Q K^T and of A
     on the data; beside them what the original column-sliced code reports."""
     input:
-        model="results/models/seed{seed}/model.safetensors",
-        model_config="results/models/seed{seed}/config.json",
-        tokens="results/activations/seed{seed}/tokens.parquet",
-        attention="results/activations/seed{seed}/attention.parquet",
+        unpack(checkpoint_model),
+        tokens="results/activations/seed{seed}/{checkpoint}/tokens.parquet",
+        attention="results/activations/seed{seed}/{checkpoint}/attention.parquet",
     output:
-        "results/stats/seed{seed}/directionality.parquet",
+        "results/stats/seed{seed}/{checkpoint}/directionality.parquet",
     log:
-        "logs/directionality/seed{seed}.log",
+        "logs/directionality/seed{seed}/{checkpoint}.log",
     benchmark:
-        "results/benchmarks/directionality/seed{seed}.tsv"
+        "results/benchmarks/directionality/seed{seed}/{checkpoint}.tsv"
     conda:
         "../envs/bertgeom.yaml"
     params:
@@ -85,11 +84,11 @@ rule match_heads:
     """Across seeds: per layer, every seed's heads matched one to one to the first seed's
     (Hungarian assignment on the gate-score vectors); the across-seed tables use it."""
     input:
-        seed_files("results/stats/seed{seed}/gates.parquet"),
+        seed_files("results/stats/seed{seed}/{checkpoint}/gates.parquet"),
     output:
-        "results/stats/all_seeds/head_matching.parquet",
+        HEAD_MATCHING,
     log:
-        "logs/match_heads/match_heads.log",
+        "logs/match_heads/{checkpoint}.log",
     conda:
         "../envs/bertgeom.yaml"
     params:
@@ -103,19 +102,41 @@ rule gate_agreement:
     and of each seed with the untrained null model (what matching alone gives); the modal label
     of each matched head; the share of each label per layer."""
     input:
-        gates=seed_files("results/stats/seed{seed}/gates.parquet"),
-        matching="results/stats/all_seeds/head_matching.parquet",
+        gates=seed_files("results/stats/seed{seed}/{checkpoint}/gates.parquet"),
+        matching=HEAD_MATCHING,
         untrained="results/stats/null_model/gates.parquet",
     output:
-        "results/stats/all_seeds/gate_agreement.parquet",
+        "results/stats/all_seeds/{checkpoint}/gate_agreement.parquet",
     log:
-        "logs/gate_agreement/gate_agreement.log",
+        "logs/gate_agreement/{checkpoint}.log",
     conda:
         "../envs/bertgeom.yaml"
     script:
         "../scripts/gate_agreement.py"
 
 
-# results/stats/all_seeds/{name}.parquet of rule aggregate_seeds would match these too.
+rule gate_counts:
+    """Across seeds and checkpoints: how many heads carry each gate label, per checkpoint and seed
+    (results/stats/all_seeds/gate_counts.tsv)."""
+    input:
+        gates=expand(
+            "results/stats/seed{seed}/{checkpoint}/gates.parquet",
+            **{"checkpoint": CHECKPOINTS},
+            seed=SEEDS,
+        ),
+    output:
+        GATE_COUNTS,
+    log:
+        "logs/gate_counts/gate_counts.log",
+    conda:
+        "../envs/bertgeom.yaml"
+    params:
+        checkpoints=[c for c in CHECKPOINTS for seed in SEEDS],
+        seeds=[seed for c in CHECKPOINTS for seed in SEEDS],
+    script:
+        "../scripts/gate_counts.py"
+
+
+# results/stats/all_seeds/{checkpoint}/{name}.parquet of rule aggregate_seeds would match these too.
 ruleorder: gate_agreement > aggregate_seeds
 ruleorder: match_heads > aggregate_seeds

@@ -15,9 +15,18 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 )
 sys.path.insert(0, SRC)
+from bertgeom.checkpoints import (
+    CLASSIFIED,
+    HF_FILES,
+    INIT_SETTINGS,
+    MODEL_DIRS,
+    PRETRAINED_FILES,
+    analysed,
+    available,
+)
 from bertgeom.config import Settings, check_config, resolve_path
 from bertgeom.explorer_paths import cone_path, stage_paths
-from bertgeom.figures.registry import FIGURE_IDS, FIGURES, rule_inputs
+from bertgeom.figures.registry import active_figures, rule_inputs
 
 # What the schema cannot express (constraints between keys, files the config names): before any job.
 check_config(config, workflow.basedir)
@@ -30,6 +39,12 @@ check_config(config, workflow.basedir)
 SETTINGS = Settings(config)
 SEEDS = config["train"]["seeds"]
 CLASSES = SETTINGS.get("classes")
+# The checkpoints of every seed that are analysed (bertgeom.checkpoints; path level {checkpoint}).
+CHECKPOINTS = analysed(config)
+MLM = config["model"]["init"] == "mlm"  # the pretrain stage runs exactly then
+# The figures of this run (registry entries whose checkpoints are analysed, and init if they name one).
+FIGURES = active_figures(config["model"]["init"], CHECKPOINTS)
+FIGURE_IDS = [figure.id for figure in FIGURES]
 
 
 def data_params():
@@ -54,14 +69,18 @@ def model_params():
 def figure_params(figure):
     """Params of a figure's rule (fig_<id>), from its registry entry; its id, the settings
     every figure uses, and the config keys the entry names (figures.example_seed: the seed
-    example_seed() gives)."""
+    example_seed() gives; activations.checkpoints: the analysed checkpoints)."""
+    special = {
+        "figures.example_seed": example_seed(),
+        "activations.checkpoints": CHECKPOINTS,
+    }
     return {
         "figure": figure.id,
         "dpi": SETTINGS.get("figures.dpi"),
         "context": SETTINGS.get("figures.context"),
         "source": SETTINGS.get("data.source"),
         **{
-            name: example_seed() if key == "figures.example_seed" else SETTINGS.get(key)
+            name: special[key] if key in special else SETTINGS.get(key)
             for name, key in figure.params.items()
         },
     }
@@ -79,11 +98,17 @@ def final_outputs():
         "results/tokens/{name}.parquet",
         name=["train", "val", "test", "kmer_counts", "token_map"],
     )
-    outputs += [f for seed in SEEDS for f in activation_files(seed).values()]
+    outputs += [
+        f
+        for seed in SEEDS
+        for ckpt in CHECKPOINTS
+        for f in activation_files(seed, ckpt).values()
+    ]
     outputs += stats_outputs()
     outputs += attention_outputs()
     outputs += figure_files()
     outputs += train_outputs()
+    outputs += checkpoint_outputs()
     outputs += open_set_outputs()
     outputs += ["results/explorer/index.html"]
     return outputs
@@ -105,6 +130,56 @@ def model_files(seed):
     """{name: path} of the model directory of one seed (docs/outputs.md); seed may be "{seed}"."""
     return {
         name: f"results/models/seed{seed}/{file}" for name, file in MODEL_FILES.items()
+    }
+
+
+# --- checkpoints: init_model, pretrain (rules/pretrain.smk) -------------------------------------------
+def init_files(seed):
+    """{name: path} of the `init` checkpoint of one seed; seed may be "{seed}"."""
+    files = {name: f"results/init/seed{seed}/{file}" for name, file in HF_FILES.items()}
+    return {**files, "info": f"results/init/seed{seed}/init_info.json"}
+
+
+def pretrained_files(seed):
+    """{name: path} of the pre-trained encoder of one seed (model.init mlm); seed may be "{seed}"."""
+    return {
+        name: f"results/pretrained/seed{seed}/{file}"
+        for name, file in PRETRAINED_FILES.items()
+    }
+
+
+def checkpoint_outputs():
+    """Every seed's `init` checkpoint and, with model.init mlm, its pre-trained encoder."""
+    files = [f for seed in SEEDS for f in init_files(seed).values()]
+    if MLM:
+        files += [f for seed in SEEDS for f in pretrained_files(seed).values()]
+    return files
+
+
+def initial_weight_settings():
+    """What init_model uses of the pretrain block (model.init mlm): the settings that shape
+    the masked LM's initial weights (bertgeom.checkpoints.INIT_SETTINGS, those the schema has).
+    """
+    if not MLM:
+        return {}
+    return {
+        key: SETTINGS.get(f"pretrain.{key}")
+        for key in INIT_SETTINGS
+        if key in config["pretrain"]
+    }
+
+
+def encoder_input(wildcards):
+    """Input of train: with model.init mlm the seed's pre-trained encoder, else nothing."""
+    return pretrained_files(wildcards.seed)["model"] if MLM else []
+
+
+def checkpoint_model(wildcards):
+    """The weights and config.json of a checkpoint of a seed (bertgeom.checkpoints.MODEL_DIRS)."""
+    directory = MODEL_DIRS[wildcards.checkpoint].format(seed=wildcards.seed)
+    return {
+        "model": f"{directory}/model.safetensors",
+        "model_config": f"{directory}/config.json",
     }
 
 
@@ -203,8 +278,9 @@ def tokens_base_vocab(wildcards):
 
 # --- figures (rules/figures.smk) -------------------------------------------------------------
 def seed_files(pattern):
-    """`pattern` with {seed} filled in for every seed of train.seeds, in that order."""
-    return expand(pattern, seed=SEEDS)
+    """`pattern` with {seed} filled in for every seed of train.seeds, in that order (other
+    wildcards, such as {checkpoint}, kept)."""
+    return expand(pattern, seed=SEEDS, allow_missing=True)
 
 
 def example_seed():
@@ -229,6 +305,7 @@ def figure_inputs(figure):
         seeds=SEEDS,
         example_seed=example_seed(),
         config_file=lambda key: resolve(SETTINGS.get(key)),
+        checkpoints=CHECKPOINTS,
     )
     return {**inputs, "code": figure_code(figure.module)}
 
@@ -255,10 +332,11 @@ ACTIVATION_FILES = [
 ]
 
 
-def activation_files(seed):
-    """{name: path} of the activation dump of one seed (docs/outputs.md); seed may be "{seed}"."""
+def activation_files(seed, ckpt):
+    """{name: path} of the activation dump of one checkpoint of one seed (docs/outputs.md); seed and
+    checkpoint may be "{seed}", "{checkpoint}"."""
     return {
-        name: f"results/activations/seed{seed}/{name}.parquet"
+        name: f"results/activations/seed{seed}/{ckpt}/{name}.parquet"
         for name in ACTIVATION_FILES
     }
 
@@ -271,8 +349,8 @@ def activation_token_files():
 
 
 # --- stats (rules/stats.smk) ----------------------------------------------------------------------
-# Per-seed tidy tables results/stats/seed{seed}/{name}.parquet that rule aggregate_seeds turns into
-# results/stats/all_seeds/{name}.parquet (mean and CI across seeds). Other stats stages append
+# Per-seed tidy tables results/stats/seed{seed}/{checkpoint}/{name}.parquet that rule aggregate_seeds
+# turns into results/stats/all_seeds/{checkpoint}/{name}.parquet (mean and CI across seeds). Other stats stages append
 # their table names here (in this file, so that the list is complete before the rules are read).
 STATS_TABLES = [
     "cone_index",
@@ -289,26 +367,42 @@ HEADLESS_TABLES = ["distribution"]
 
 
 def stats_seed_tables(wildcards):
-    """Input of aggregate_seeds: results/stats/seed{seed}/{name}.parquet for every seed, and the
-    head matching across seeds for tables with per-head rows."""
+    """Input of aggregate_seeds: results/stats/seed{seed}/{checkpoint}/{name}.parquet for every
+    seed, and the head matching across seeds (of that checkpoint) for tables with per-head rows.
+    """
     tables = expand(
-        "results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=wildcards.name
+        "results/stats/seed{seed}/{checkpoint}/{name}.parquet",
+        seed=SEEDS,
+        **{"checkpoint": wildcards.checkpoint},
+        name=wildcards.name,
     )
-    matching = [] if wildcards.name in HEADLESS_TABLES else [HEAD_MATCHING]
+    matching = (
+        []
+        if wildcards.name in HEADLESS_TABLES
+        else [HEAD_MATCHING.format(**{"checkpoint": wildcards.checkpoint})]
+    )
     return {"tables": tables, "matching": matching}
 
 
 def stats_outputs():
-    """Every per-seed and across-seed stats table, and the 2-D embeddings of every seed."""
+    """Every per-seed and across-seed stats table, and the 2-D embeddings of every seed, of every
+    analysed checkpoint."""
     tables = expand(
-        "results/stats/seed{seed}/{name}.parquet", seed=SEEDS, name=STATS_TABLES
+        "results/stats/seed{seed}/{checkpoint}/{name}.parquet",
+        seed=SEEDS,
+        **{"checkpoint": CHECKPOINTS},
+        name=STATS_TABLES + ["embedding_2d"],
     )
-    tables += expand("results/stats/all_seeds/{name}.parquet", name=STATS_TABLES)
-    return tables + expand("results/stats/seed{seed}/embedding_2d.parquet", seed=SEEDS)
+    return tables + expand(
+        "results/stats/all_seeds/{checkpoint}/{name}.parquet",
+        **{"checkpoint": CHECKPOINTS},
+        name=STATS_TABLES,
+    )
 
 
 # --- attention patterns and directionality (rules/attention.smk) ---------------------------------
-HEAD_MATCHING = "results/stats/all_seeds/head_matching.parquet"
+HEAD_MATCHING = "results/stats/all_seeds/{checkpoint}/head_matching.parquet"
+GATE_COUNTS = "results/stats/all_seeds/gate_counts.tsv"
 # What rule null_model uses of the patterns block (not the per-matrix metrics' singular_values,
 # rank_tol, the domains' fdr or the weights' eig_tol).
 NULL_MODEL_PATTERNS = SETTINGS.block(
@@ -318,28 +412,34 @@ NULL_MODEL_PATTERNS = SETTINGS.block(
 
 def attention_outputs():
     """The attention tables not aggregated by aggregate_seeds (labels, tests, K90 samples,
-    agreement) and the null model's."""
+    agreement, head matching) of every analysed checkpoint, the gate counts of all of them and
+    the null model's tables."""
     per_seed = expand(
-        "results/stats/seed{seed}/{name}.parquet",
+        "results/stats/seed{seed}/{checkpoint}/{name}.parquet",
         seed=SEEDS,
+        **{"checkpoint": CHECKPOINTS},
         name=["gates", "gate_tests", "k90"],
     )
     null_model = expand(
         "results/stats/null_model/{name}.parquet", name=["scores", "gates"]
     )
-    across = ["results/stats/all_seeds/gate_agreement.parquet", HEAD_MATCHING]
-    return per_seed + null_model + across
+    across = expand(
+        "results/stats/all_seeds/{checkpoint}/{name}.parquet",
+        **{"checkpoint": CHECKPOINTS},
+        name=["gate_agreement", "head_matching"],
+    )
+    return per_seed + null_model + across + [GATE_COUNTS]
 
 
 # --- explorer (rules/explorer.smk) ------------------------------------------------------------------
 def init_checkpoints():
-    """Every checkpoint a seed has under the chosen init (issue 15), in training order."""
-    return ["init", *(["mlm"] if config["model"]["init"] == "mlm" else []), "finetuned"]
+    """Every checkpoint a seed has under the chosen init, in training order."""
+    return available(config["model"]["init"])
 
 
 def analysed_checkpoints():
-    """The checkpoints whose tables exist. Today's layout holds the fine-tuned model only."""
-    return ["finetuned"]
+    """The checkpoints whose tables exist (activations.checkpoints)."""
+    return CHECKPOINTS
 
 
 def explorer_inputs(wildcards):
@@ -393,6 +493,7 @@ LOCAL_RULES = [
     "aggregate_seeds",
     "match_heads",
     "gate_agreement",
+    "gate_counts",
     "metrics_table",
     "open_set_table",
     "model_card",

@@ -7,16 +7,16 @@ rule cone_index:
     it, per sequence, class and test set, for every layer, stage, head and attention map.
     """
     input:
-        summary="results/activations/seed{seed}/summary.parquet",
-        heads="results/activations/seed{seed}/heads.parquet",
-        attention_summary="results/activations/seed{seed}/attention_summary.parquet",
-        tokens="results/activations/seed{seed}/tokens.parquet",
+        summary="results/activations/seed{seed}/{checkpoint}/summary.parquet",
+        heads="results/activations/seed{seed}/{checkpoint}/heads.parquet",
+        attention_summary="results/activations/seed{seed}/{checkpoint}/attention_summary.parquet",
+        tokens="results/activations/seed{seed}/{checkpoint}/tokens.parquet",
     output:
-        "results/stats/seed{seed}/cone_index.parquet",
+        "results/stats/seed{seed}/{checkpoint}/cone_index.parquet",
     log:
-        "logs/cone_index/seed{seed}.log",
+        "logs/cone_index/seed{seed}/{checkpoint}.log",
     benchmark:
-        "results/benchmarks/cone_index/seed{seed}.tsv"
+        "results/benchmarks/cone_index/seed{seed}/{checkpoint}.tsv"
     conda:
         "../envs/bertgeom.yaml"
     params:
@@ -34,14 +34,14 @@ rule distribution:
     set-threads gives BLAS (PCA, probe, silhouette) more, t-SNE stays on one OpenMP thread.
     """
     input:
-        summary="results/activations/seed{seed}/summary.parquet",
+        summary="results/activations/seed{seed}/{checkpoint}/summary.parquet",
     output:
-        distribution="results/stats/seed{seed}/distribution.parquet",
-        embedding="results/stats/seed{seed}/embedding_2d.parquet",
+        distribution="results/stats/seed{seed}/{checkpoint}/distribution.parquet",
+        embedding="results/stats/seed{seed}/{checkpoint}/embedding_2d.parquet",
     log:
-        "logs/distribution/seed{seed}.log",
+        "logs/distribution/seed{seed}/{checkpoint}.log",
     benchmark:
-        "results/benchmarks/distribution/seed{seed}.tsv"
+        "results/benchmarks/distribution/seed{seed}/{checkpoint}.tsv"
     conda:
         "../envs/bertgeom.yaml"
     threads: 1
@@ -64,13 +64,13 @@ rule distribution:
 
 
 rule aggregate_seeds:
-    """Any per-seed stats table (STATS_TABLES): mean and t interval at stats.ci across seeds."""
+    """Any per-seed stats table (STATS_TABLES) of a checkpoint: mean and t interval at stats.ci across seeds."""
     input:
         unpack(stats_seed_tables),
     output:
-        "results/stats/all_seeds/{name}.parquet",
+        "results/stats/all_seeds/{checkpoint}/{name}.parquet",
     log:
-        "logs/aggregate_seeds/{name}.log",
+        "logs/aggregate_seeds/{checkpoint}/{name}.log",
     wildcard_constraints:
         name=r"[A-Za-z0-9_]+",
     conda:

@@ -5,7 +5,8 @@
 
 rule train:
     """Per seed: train BertForSequenceClassification on the training split (validated after every
-    epoch), resuming from results/checkpoints/seed{seed}/ when a previous run was killed.
+    epoch), from the seed's pre-trained encoder with model.init mlm (a new classification head),
+    resuming from results/checkpoints/seed{seed}/ when a previous run was killed.
     """
     input:
         train="results/tokens/train.parquet",
@@ -15,6 +16,7 @@ rule train:
         special_tokens_map="results/tokens/special_tokens_map.json",
         pretrained=pretrained_model_input,
         background=background_input,
+        encoder=encoder_input,
     output:
         **model_files("{seed}"),
     log:

@@ -19,4 +19,5 @@ with job_log(smk.log[0], outputs=smk.output):
         threads=smk.threads,
         recorded={"qc": smk.params.qc, "data": {"reference": smk.params.reference}},
         background=smk.input.background or None,
+        encoder=file_directory({"model": smk.input.encoder}, MODEL_FILES) if smk.input.encoder else None,
     )

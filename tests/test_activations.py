@@ -375,14 +375,13 @@ def test_attention_summary_recomputed_from_attention_matrices(dumped):
         assert row["attn_cone_ref"] >= row["attn_cone"] * n - 1e-3  # PAD rows only add
 
 
-def test_class_attention_is_mean_over_correct_sequences(dumped, config):
-    outputs, _ = dumped
+def assert_class_means(outputs, classes, averaged):
+    """class_attention is the mean of the subset's matrices over the rows `averaged` selects."""
     att = pq.read_table(outputs["attention"]).to_pandas()
-    classes = pq.read_table(outputs["class_attention"]).to_pandas()
-    correct = att[att["correct"]]
-    for _, rec in classes.iterrows():
-        assert rec["class"] == config["classes"][rec["label"]]
-        mine = correct[(correct["label"] == rec["label"]) & (correct["layer"] == rec["layer"]) & (correct["head"] == rec["head"])]
+    chosen = att[averaged(att)]
+    for _, rec in pq.read_table(outputs["class_attention"]).to_pandas().iterrows():
+        assert rec["class"] == classes[rec["label"]]
+        mine = chosen[(chosen["label"] == rec["label"]) & (chosen["layer"] == rec["layer"]) & (chosen["head"] == rec["head"])]
         assert rec["n_seqs"] == len(mine)
         if not len(mine):
             assert rec["length"] == 0 and len(rec["matrix"]) == 0
@@ -394,6 +393,27 @@ def test_class_attention_is_mean_over_correct_sequences(dumped, config):
             total[: m["n"], : m["n"]] += np.asarray(m["matrix"], dtype=np.float64).reshape(m["n"], m["n"])
             count[: m["n"], : m["n"]] += 1
         np.testing.assert_allclose(np.asarray(rec["matrix"]).reshape(length, length), total / count, atol=2e-3)
+
+
+def test_class_attention_is_mean_over_correct_sequences(dumped, config):
+    assert_class_means(dumped[0], config["classes"], lambda att: att["correct"])
+
+
+def test_without_a_classifier_predictions_are_null_and_classes_average_every_sequence(tmp_path, dumped, model_dir, config):
+    """classifier=False (checkpoints init, mlm): pred and correct null in every file, class means over
+    every sequence of the class; every other column as with the classifier."""
+    outputs = {name: tmp_path / f"{name}.parquet" for name in act.OUTPUT_FILES}
+    tokens = dumped[0]["summary"].parent / "test.parquet"
+    act.dump(model_dir, {"test": tokens}, outputs, config["classes"], config["activations"],
+             config["patterns"]["top_keys"], classifier=False)  # fmt: skip
+    for name in ("summary", "heads", "attention_summary", "tokens", "attention"):
+        table = pq.read_table(outputs[name])
+        assert table.column("pred").null_count == table.column("correct").null_count == table.num_rows > 0, name
+        base = pq.read_table(dumped[0][name])
+        assert base.column("pred").null_count == 0, name
+        assert table.drop_columns(["pred", "correct"]).equals(base.drop_columns(["pred", "correct"])), name
+    assert_class_means(outputs, config["classes"], lambda att: np.ones(len(att), dtype=bool))
+    assert pq.read_table(outputs["class_attention"]).column("n_seqs").to_numpy().sum() == N_SEQS * LAYERS * HEADS
 
 
 def assert_same_dump(base_outputs, other_outputs, differ=(), label=""):
@@ -536,7 +556,7 @@ def test_snakemake_rule_dumps_from_a_saved_model(tmp_path, root, model_dir):
     shutil.copytree(model_dir, tmp_path / "results" / "models" / "seed0")
     make_tokens(tmp_path / "results" / "tokens" / "test.parquet", yaml.safe_load((root / "config" / "tiny.yaml").read_text())["classes"])
     (tmp_path / "overrides.yaml").write_text("activations: {batch_size: 4, device: cpu}\n")
-    target = "results/activations/seed0/summary.parquet"
+    target = "results/activations/seed0/finetuned/summary.parquet"
     cmd = [
         sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "-d", str(tmp_path), "--cores", "1",
         "--configfile", str(root / "config" / "tiny.yaml"), str(tmp_path / "overrides.yaml"),
@@ -545,6 +565,6 @@ def test_snakemake_rule_dumps_from_a_saved_model(tmp_path, root, model_dir):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in act.OUTPUT_FILES:
-        assert (tmp_path / "results" / "activations" / "seed0" / f"{name}.parquet").is_file()
-    assert "dumped 20 sequences" in (tmp_path / "logs" / "dump_activations" / "seed0.log").read_text()
-    assert (tmp_path / "results" / "benchmarks" / "dump_activations" / "seed0.tsv").is_file()
+        assert (tmp_path / "results" / "activations" / "seed0" / "finetuned" / f"{name}.parquet").is_file()
+    assert "dumped 20 sequences" in (tmp_path / "logs" / "dump_activations" / "seed0" / "finetuned.log").read_text()
+    assert (tmp_path / "results" / "benchmarks" / "dump_activations" / "seed0" / "finetuned.tsv").is_file()

@@ -25,12 +25,13 @@ FIGURES = [
     "fig_cone_stream", "fig_cone_heads", "fig_pca_pareto", "fig_embedding_pca", "fig_embedding_tsne",
     "fig_probe_silhouette", "fig_gate_grid", "fig_row_gates", "fig_k90_violins", "fig_attention_gallery", "fig_attention_entropy",
     "fig_domain_attention", "fig_directionality_index", "fig_directionality_spectrum", "fig_directionality_original",
-    "fig_open_set", "fig_reliability",
+    "fig_open_set", "fig_reliability", "fig_mlm_curves", "fig_gate_grid_checkpoints", "fig_cone_checkpoints",
+    "fig_attention_checkpoints", "fig_directionality_checkpoints",
 ]  # fmt: skip
 EXAMPLE_SEED_FIGURES = ["fig_embedding_pca", "fig_embedding_tsne", "fig_k90_violins", "fig_attention_gallery"]
 CI_USERS = [
     "aggregate_seeds", "metrics_table", "fig_per_class_f1", "fig_cone_stream", "fig_probe_silhouette",
-    "fig_attention_entropy", "fig_directionality_spectrum",
+    "fig_attention_entropy", "fig_directionality_spectrum", "fig_cone_checkpoints",
 ]  # fmt: skip
 NOTHING: list[str] = []
 PATTERNS = ["null_model", "attention_patterns"]  # the gate settings: the null model's labels use them too
@@ -41,7 +42,12 @@ OUTSIDE = ["background", "open_set_fit_genomes", "open_set_eval_genomes"]
 VARIETY = DOWNLOAD + OUTSIDE  # data.synthetic keys but per_class: the variety of every synthetic genome
 EXTRACTOR = ["extract_spike", "train"] + OUTSIDE  # qc keys the spike extractor uses (train records them)
 
-# key: (new value, rules that must rerun). Values are for config/tiny.yaml (synthetic data, scratch init).
+# Figures over every analysed checkpoint, the gate counts and the explorer: what activations.checkpoints changes.
+CHECKPOINT_LISTS = ["gate_counts", "fig_gate_grid_checkpoints", "fig_cone_checkpoints", "fig_attention_checkpoints",
+                    "fig_directionality_checkpoints", "explorer"]  # fmt: skip
+PRETRAIN = ["pretrain"]
+
+# key: (new value, rules that must rerun). Values are for config/tiny.yaml (synthetic data, init mlm).
 EXPECTED = {
     "classes": (["GH", "Lambda", "Mu", "Alpha", "Beta", "Delta", "Gamma"], VARIETY),
     "data.source": ("ncbi", DOWNLOAD),
@@ -88,9 +94,29 @@ EXPECTED = {
     "tokens.test_fraction": (0.25, TOKENS),
     "tokens.val_fraction": (0.2, TOKENS),
     "tokens.split_seed": (7, TOKENS),
-    "model.init": ("pretrained", ["split_and_tokenize", "train"]),
-    "model.preset": ("small", ["train"]),
-    "model.pretrained": ("bert-base-uncased", NOTHING),  # init is scratch
+    # mlm -> scratch: no pretrain, no mlm checkpoint (whose jobs --forcerun would plan): its own test below
+    "model.init": ("scratch", None),
+    "model.preset": ("small", ["init_model", "pretrain", "train"]),
+    "model.pretrained": ("bert-base-uncased", NOTHING),  # init is mlm
+    "pretrain.steps": (10, PRETRAIN),
+    "pretrain.batch_size": (3, PRETRAIN),
+    "pretrain.window": (24, PRETRAIN),
+    "pretrain.mask_rate": (0.2, PRETRAIN),
+    "pretrain.span": (2, PRETRAIN),
+    "pretrain.mask_token": (0.7, PRETRAIN),
+    "pretrain.random_token": (0.2, PRETRAIN),
+    "pretrain.lr": (0.002, PRETRAIN),
+    "pretrain.warmup_ratio": (0.1, PRETRAIN),
+    "pretrain.decay_ratio": (0.3, PRETRAIN),
+    "pretrain.weight_decay": (0.0, PRETRAIN),
+    "pretrain.eps": (1.0e-7, PRETRAIN),
+    "pretrain.grad_clip": (0.5, PRETRAIN),
+    "pretrain.bf16": (False, PRETRAIN),
+    "pretrain.deterministic": (False, PRETRAIN),
+    "pretrain.device": ("cpu", NOTHING),
+    "pretrain.checkpoint_every": (5, NOTHING),
+    "pretrain.log_every": (2, NOTHING),
+    "pretrain.position_init": ("random", ["init_model", "pretrain"]),
     "train.seeds": ([0, 1, 2], None),  # the new seed's jobs only: test_a_new_seed_runs_only_its_own_jobs
     "train.epochs": (2, ["train"]),
     "train.batch_size": (4, ["train"]),
@@ -114,6 +140,7 @@ EXPECTED = {
         ("per_class", 6), ("substitution_rate", 0.003), ("n_runs_mean", 1.0), ("drop_max", 0.7),
         ("homoplasy_mean", 8.0), ("ambiguity_mean", 5.0))},
     "activations.splits": (["test", "val"], ["dump_activations", "null_model"]),
+    "activations.checkpoints": (["init", "finetuned"], CHECKPOINT_LISTS),
     "activations.batch_size": (4, NOTHING),
     "activations.subset_per_class": (2, ["dump_activations", "null_model"]),
     "activations.token_stages": (["input", "q", "k", "v", "context", "attn_output", "attn_ln", "output"],
@@ -240,3 +267,15 @@ def test_reordering_and_reformatting_the_config_reruns_nothing(finished):
     path = finished / "reordered.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     assert planned(finished, path) == Counter()
+
+
+@pytest.mark.slow
+def test_init_mlm_to_scratch_reruns_the_models_not_the_tokens(finished):
+    """The tokens stay (only init pretrained extends the vocabulary); both seeds' initial weights and
+    models are redone; no pre-training, and no job of the mlm checkpoint, is planned."""
+    config = edited_config(finished, {"model.init": "scratch"})
+    plan = planned(finished, config)
+    assert plan["init_model"] == plan["train"] == 2 and plan["dump_activations"] == 4
+    assert not {"download", "split_and_tokenize", "pretrain"} & set(plan)
+    result = snakemake(finished, "-n", configfile=config)
+    assert "checkpoint=mlm" not in result.stdout

@@ -89,6 +89,12 @@ BAD_SETTINGS = {
         {"model.init": "pretrained", "model.pretrained": "small_bert"},
         {"small_bert/config.json": lambda: '{"max_position_embeddings": 256}'},
     ),
+    "model.init mlm with pre-training switched off (pretrain.steps 0)": BadSetting({"pretrain.steps": 0}),
+    "activations.checkpoints naming a checkpoint model.init does not have": BadSetting(
+        {"model.init": "scratch", "activations.checkpoints": ["mlm", "finetuned"]}
+    ),
+    "pretrain.mask_rate outside (0, 1)": BadSetting({"pretrain.mask_rate": 1.0}),
+    "pretrain.span longer than the k-mers of a window": BadSetting({"pretrain.window": 16, "pretrain.span": 20}),
     "figures.example_seed not in train.seeds": BadSetting({"figures.example_seed": 7}),
     "figures.gallery_class not in classes": BadSetting({"figures.gallery_class": "Zeta"}),
     "patterns.nulls.seed is a training seed": BadSetting({"patterns.nulls.seed": 0}),

@@ -170,7 +170,7 @@ def test_model_view_one_thumbnail_per_head():
 
 def test_stage_paths_layout_and_missing_tables(tmp_path):
     finetuned = stage_paths(tmp_path, 0, "finetuned")
-    assert finetuned["gates"] == tmp_path / "stats" / "seed0" / "gates.parquet"
+    assert finetuned["gates"] == tmp_path / "stats" / "seed0" / "finetuned" / "gates.parquet"
     assert stage_paths(tmp_path, 0, "init")["class_attention"] == tmp_path / "activations/seed0/init/class_attention.parquet"
     assert cone_path(tmp_path, "mlm") == tmp_path / "stats/all_seeds/mlm/cone_index.parquet"
     reason = missing_reason(list(finetuned.values()), "finetuned", 0)

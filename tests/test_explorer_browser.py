@@ -5,6 +5,7 @@ The screenshot is kept as a test artefact: <pytest tmp dir>/test_explorer_page0/
 (its path is printed; `pytest -s` shows it).
 """
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,12 @@ def test_page_is_self_contained_and_small(page_path):
 
 @pytest.fixture(scope="module")
 def page_with_mlm(tiny_run, tmp_path_factory, root):
-    """The tiny run's page listing every checkpoint: `mlm` (a scratch init has none) is not analysed."""
+    """The tiny run's page listing every checkpoint, from a copy of its results without the `mlm`
+    checkpoint's tables: `mlm` is not analysed there."""
     path = tmp_path_factory.mktemp("explorer") / "index.html"
-    write_explorer(token_map=tiny_run / "results" / "tokens" / "token_map.parquet", output=path, seeds=[0, 1],
+    results = path.parent / "results"
+    shutil.copytree(tiny_run / "results", results, ignore=shutil.ignore_patterns("mlm", "models", "pretrained"))
+    write_explorer(token_map=results / "tokens" / "token_map.parquet", output=path, seeds=[0, 1],
                    checkpoints=CHECKPOINTS, example_seed=0, variants=root / "resources" / "variants.yaml", top_k=5)
     return path
 
@@ -43,7 +47,7 @@ def page_with_mlm(tiny_run, tmp_path_factory, root):
 def test_explore_returns_figures_of_the_tiny_run(tiny_run):
     figures = explore(tiny_run / "results", seeds=[0, 1])
     assert ("finetuned", 0, "gate") in figures["head_grid"]
-    assert ("mlm", 0) in figures["missing"]  # config/tiny.yaml: scratch init, no masked-LM checkpoint
+    assert ("mlm", 0, "gate") in figures["head_grid"]  # config/tiny.yaml: init mlm, all three checkpoints
     key = next(k for k in figures["attention"] if k[0] == "finetuned" and k[1] == 0 and k[2].startswith("seq:"))
     matrix = figures["attention"][key]
     n = len(matrix.data[0].x)

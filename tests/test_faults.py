@@ -49,7 +49,7 @@ from bertgeom.data.ncbi import ncbi_genomes
 
 INJECTION = Path(__file__).parent / "fault_injection"
 SEED0_MODEL = "results/models/seed0/model.safetensors"
-SEED0_DUMP = "results/activations/seed0"
+SEED0_DUMP = "results/activations/seed0/finetuned"
 SEED0_EVAL = ["results/eval/seed0/metrics.json", "results/eval/seed0/predictions.parquet"]
 ACTIVATION_FILES = ["summary", "heads", "attention_summary", "tokens", "attention", "class_attention"]
 STEPS_PER_EPOCH = 8  # tiny: 62 training sequences in batches of 8
@@ -143,7 +143,7 @@ def test_dump_killed_mid_write(tiny_run, copy_of_tiny_run, tmp_path):
     assert [p.name for p in folder.iterdir() if not p.name.startswith(".")] == []  # no output, partial or not
     snakemake(run, "--cores", "1", target)
     assert hidden(folder) == []
-    assert "removing a temporary left by an interrupted job" in (run / "logs/dump_activations/seed0.log").read_text()
+    assert "removing a temporary left by an interrupted job" in (run / "logs/dump_activations/seed0/finetuned.log").read_text()
     for name in ACTIVATION_FILES:
         path = f"{SEED0_DUMP}/{name}.parquet"
         assert (run / path).read_bytes() == (tiny_run / path).read_bytes(), path
@@ -274,7 +274,7 @@ def test_a_second_run_is_locked_out(tiny_run, copy_of_tiny_run, tmp_path):
 @pytest.mark.slow
 def test_deleted_intermediate_rebuilds_only_dependents(tiny_run, copy_of_tiny_run):
     run = copy_of_tiny_run
-    deleted = run / "results/stats/all_seeds/cone_index.parquet"
+    deleted = run / "results/stats/all_seeds/finetuned/cone_index.parquet"
     before = {p: p.stat().st_mtime_ns for p in (run / "results").rglob("*") if p.is_file() and p != deleted}
     deleted.unlink()
     assert planned(run) == {"aggregate_seeds": 1, "fig_cone_stream": 1, "fig_cone_heads": 1}

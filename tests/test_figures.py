@@ -611,12 +611,12 @@ def test_rule_inputs_fill_the_patterns():
     by_id = registry.REGISTRY
     files = {"data.variants": "/abs/variants.yaml"}
     inputs = registry.rule_inputs(by_id["domain_attention"], [3, 7], 7, files.get)
-    assert inputs == {"domains": ["results/stats/seed3/domain_attention.parquet",
-                                  "results/stats/seed7/domain_attention.parquet"],
+    assert inputs == {"domains": ["results/stats/seed3/finetuned/domain_attention.parquet",
+                                  "results/stats/seed7/finetuned/domain_attention.parquet"],
                       "variants": "/abs/variants.yaml",
-                      "matching": "results/stats/all_seeds/head_matching.parquet"}  # fmt: skip
+                      "matching": "results/stats/all_seeds/finetuned/head_matching.parquet"}  # fmt: skip
     inputs = registry.rule_inputs(by_id["attention_gallery"], [3, 7], 7, files.get)
-    assert inputs["gates"] == "results/stats/seed7/gates.parquet"
+    assert inputs["gates"] == "results/stats/seed7/finetuned/gates.parquet"
     assert inputs["token_map"] == "results/tokens/token_map.parquet"
     typo = registry.Figure("typo", "data.make_data_qc", "1. Data", "Data set", inputs={"qc": "seed{seeds}/qc.tsv"})
     with pytest.raises(ValueError, match=r"figure typo: input qc .*\['seeds'\]"):

@@ -44,11 +44,11 @@ def test_every_stage_runs_at_base_shape(rehearsal):
     tokens = pq.read_table(rehearsal / "results/tokens/test.parquet", columns=["input_ids"])
     assert tokens.schema.field("input_ids").type.list_size == 512
     # the token-level subset: every (layer, stage) in its own row groups, vectors of width 768
-    subset = TokenFile(rehearsal / "results/activations/seed0/tokens.parquet")
+    subset = TokenFile(rehearsal / "results/activations/seed0/finetuned/tokens.parquet")
     assert {layer for layer, _ in subset.keys()} == set(range(12))
     _, x = next(subset.sequences(11, "output"))
     assert x.shape[1] == 768 and 2 < len(x) <= 512
-    cone = pd.read_parquet(rehearsal / "results/stats/seed0/cone_index.parquet")
+    cone = pd.read_parquet(rehearsal / "results/stats/seed0/finetuned/cone_index.parquet")
     isoscore = cone[(cone.scope == "subset") & (cone.measure == "isoscore") & (cone["class"] == "all")]
     assert set(isoscore.layer) == set(range(12)) and isoscore.value.between(0, 1).all()
     figures = list((rehearsal / "results/figures").rglob("*.pdf"))
@@ -66,7 +66,7 @@ def test_plan_projects_the_rehearsal_stages(rehearsal, monkeypatch):
     for stage in ("train", "dump_activations", "cone_index", "attention_patterns", "null_model", "directionality"):
         line = next(line for line in text.splitlines() if line.startswith(stage))
         assert len(line.split()) >= 9, f"no measured time beside the projection: {line}"
-    dumped = sum(p.stat().st_size for p in (rehearsal / "results/activations/seed0").glob("*.parquet"))
+    dumped = sum(p.stat().st_size for p in (rehearsal / "results/activations/seed0/finetuned").glob("*.parquet"))
     assert 0.5 < (disk - _model_disk(rehearsal)) / dumped < 2  # the dump's projected bytes
 
 

@@ -19,14 +19,14 @@ def table(run, path: str) -> pd.DataFrame:
 
 def test_labels_tests_and_rows_of_every_head(tiny_run):
     for seed in (0, 1):
-        gates, tests = table(tiny_run, f"seed{seed}/gates.parquet"), table(tiny_run, f"seed{seed}/gate_tests.parquet")
+        gates, tests = table(tiny_run, f"seed{seed}/finetuned/gates.parquet"), table(tiny_run, f"seed{seed}/finetuned/gate_tests.parquet")
         assert set(gates["gate"]) <= set(LABELS) and set(gates["gate_absolute"]) <= set(LABELS)
         assert len(tests) == len(gates) * len(STRUCTURED)
         passed = tests[tests["passed"]].groupby(["layer", "head"])["gate"].apply(lambda g: "+".join(g))
         labelled = gates.set_index(["layer", "head"])["passed"]
         assert labelled[labelled != ""].to_dict() == passed.to_dict()  # the label lists exactly what passed
         assert (tests["n_null"] > 0).all() or (~tests["null_computed"]).any()
-        rows = table(tiny_run, f"seed{seed}/row_gates.parquet")
+        rows = table(tiny_run, f"seed{seed}/finetuned/row_gates.parquet")
         shares = rows[rows["measure"] == "share"].groupby(["layer", "head"])["value"].sum()
         assert shares.to_numpy() == pytest.approx(1.0) and set(rows["label"]) == set(ROW_LABELS)
     untrained = table(tiny_run, "null_model/gates.parquet")
@@ -34,22 +34,22 @@ def test_labels_tests_and_rows_of_every_head(tiny_run):
 
 
 def test_heads_are_matched_before_averaging(tiny_run):
-    matching = table(tiny_run, "all_seeds/head_matching.parquet")
+    matching = table(tiny_run, "all_seeds/finetuned/head_matching.parquet")
     assert set(matching["reference_seed"]) == {0}
     for (seed, layer), part in matching.groupby(["seed", "layer"]):
         assert sorted(part["matched_head"]) == sorted(part["head"])  # one to one
     reference = matching[matching["seed"] == 0]
     assert (reference["head"] == reference["matched_head"]).all()
     for name in ("attention_patterns", "row_gates", "domain_attention", "directionality", "cone_index"):
-        meta = read_metadata(tiny_run / "results" / "stats" / "all_seeds" / f"{name}.parquet")
+        meta = read_metadata(tiny_run / "results" / "stats" / "all_seeds" / "finetuned" / f"{name}.parquet")
         assert meta["heads_matched_to_seed"] == 0, name
-    assert "heads_matched_to_seed" not in read_metadata(tiny_run / "results" / "stats" / "all_seeds" / "distribution.parquet")
-    agreement = table(tiny_run, "all_seeds/gate_agreement.parquet")
+    assert "heads_matched_to_seed" not in read_metadata(tiny_run / "results" / "stats" / "all_seeds" / "finetuned" / "distribution.parquet")
+    agreement = table(tiny_run, "all_seeds/finetuned/gate_agreement.parquet")
     assert {"matched_agreement", "untrained_agreement", "position_agreement"} <= set(agreement["measure"])
 
 
 def test_domain_tests_partition_and_flags(tiny_run):
-    domains = table(tiny_run, "seed0/domain_attention.parquet")
+    domains = table(tiny_run, "seed0/finetuned/domain_attention.parquet")
     tested = set(domains.loc[domains["measure"] == "p_fdr", "domain"])
     assert tested == {"SP", "NTD", "RBD", "S1_rest", "FP", "HR1", "HR2", "TM", "CT", "S2_rest"}
     assert set(domains["domain"]) - tested == {"S1", "S2"}

@@ -159,7 +159,10 @@ def check_config(config: dict, basedir: str | Path = ".") -> None:
     `config` is validated against the schema (defaults filled); relative paths in it are resolved
     as the workflow does (resolve_path with the workflow's directory `basedir`).
     """
-    checks = (_data_files, _split_sizes, _tokens_fit, _pretrained_positions, _downstream_needs, _figure_choices, _null_seed)
+    checks = (
+        _data_files, _split_sizes, _tokens_fit, _pretrained_positions, _pretrain_settings, _checkpoint_choice,
+        _downstream_needs, _figure_choices, _null_seed,
+    )  # fmt: skip
     problems = [problem for check in checks for problem in check(config, Path(basedir))]
     if problems:
         raise ValueError("\n".join(problems))
@@ -263,6 +266,38 @@ def _pretrained_positions(config: dict, basedir: Path) -> Iterator[str]:
     positions = json.loads(path.read_text()).get("max_position_embeddings") if path.is_file() else None
     if positions is not None and max_length > positions:
         yield f"config tokens.max_length {max_length} exceeds the {positions} positions of model.pretrained ({path})"
+
+
+def _pretrain_settings(config: dict, basedir: Path) -> Iterator[str]:
+    """The pretrain block, checked by the library that uses it (bertgeom.pretrain.check_settings);
+    pretrain.steps 0 switches pre-training off, which model.init mlm cannot do without."""
+    from bertgeom.pretrain_settings import check_settings
+
+    settings, init = config["pretrain"], config["model"]["init"]
+    if settings["steps"] == 0:
+        if init == "mlm":
+            yield (
+                "config pretrain.steps 0 switches pre-training off, but model.init mlm fine-tunes the pre-trained "
+                "encoder: set pretrain.steps >= 1, or model.init scratch"
+            )
+        return
+    try:
+        check_settings(settings, config["tokens"]["max_length"])
+    except ValueError as err:
+        yield f"config {err}"
+
+
+def _checkpoint_choice(config: dict, basedir: Path) -> Iterator[str]:
+    """Every checkpoint of activations.checkpoints exists for model.init."""
+    from bertgeom.checkpoints import available
+
+    chosen, init = config["activations"]["checkpoints"], config["model"]["init"]
+    missing = [c for c in chosen or [] if c not in available(init)]
+    if missing:
+        yield (
+            f"config activations.checkpoints {chosen}: {missing} do(es) not exist with model.init {init} "
+            f"(its checkpoints: {available(init)})"
+        )
 
 
 def _downstream_needs(config: dict, basedir: Path) -> Iterator[str]:

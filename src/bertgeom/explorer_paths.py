@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CHECKPOINTS = ("init", "mlm", "finetuned")  # issue 15: the checkpoints a seed can have, in training order
+CHECKPOINTS = ("init", "mlm", "finetuned")  # bertgeom.checkpoints.CHECKPOINTS, in training order
 ACTIVATION_TABLES = ("class_attention", "attention")
 STATS_TABLES = ("gates", "attention_patterns", "directionality", "k90")
 
 
 def checkpoint_level(name: str, checkpoint: str) -> str:
     """The folder of one checkpoint's tables under results/activations or results/stats (name:
-    seed{seed} or all_seeds). Today's layout has no checkpoint level and holds the finetuned model."""
-    return name if checkpoint == "finetuned" else f"{name}/{checkpoint}"
+    seed{seed} or all_seeds): the path level `checkpoint` (docs/outputs.md)."""
+    return f"{name}/{checkpoint}"
 
 
 def stage_paths(results, seed: int, checkpoint: str) -> dict[str, Path]:

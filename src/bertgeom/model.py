@@ -128,7 +128,9 @@ def scratch_config(
     )
 
 
-def build_model(model_cfg: dict, classes: list[str], tokenizer, seed: int, attn_implementation: str = "sdpa"):
+def build_model(
+    model_cfg: dict, classes: list[str], tokenizer, seed: int, attn_implementation: str = "sdpa", encoder=None
+):
     """A fresh classifier for training, initialised from `seed`.
 
     `model_cfg` is the config's `model` block. `tokenizer` is a `bertgeom.tokens.KmerTokenizer`
@@ -136,10 +138,16 @@ def build_model(model_cfg: dict, classes: list[str], tokenizer, seed: int, attn_
     pretrained: the checkpoint `model_cfg["pretrained"]` (local directory or hub id) with a new
     classification head and its word embeddings resized to len(tokenizer): rows of the original
     vocabulary are kept as they are, the appended k-mer rows are drawn by transformers around the
-    mean of the old rows.
+    mean of the old rows. mlm: the pre-trained encoder directory `encoder` (rule pretrain) with a new
+    classification head (and pooler, which masked-LM pre-training does not train).
     """
     torch.manual_seed(seed)  # weight init and the new head/rows are drawn from the global generator
-    if model_cfg.get("init", "scratch") == "scratch":
+    init = model_cfg.get("init", "scratch")
+    if init == "mlm":
+        if encoder is None:
+            raise ValueError("model.init mlm: no pre-trained encoder directory given (rule pretrain's output)")
+        return load_pretrained(str(encoder), classes, tokenizer, attn_implementation, extended_vocab=False)
+    if init == "scratch":
         config = scratch_config(
             model_cfg["preset"], classes, len(tokenizer), tokenizer.pad_id, tokenizer.max_length, attn_implementation
         )
@@ -147,8 +155,14 @@ def build_model(model_cfg: dict, classes: list[str], tokenizer, seed: int, attn_
     return load_pretrained(model_cfg["pretrained"], classes, tokenizer, attn_implementation)
 
 
-def load_pretrained(source: str, classes: list[str], tokenizer, attn_implementation: str = "sdpa"):
-    """A pretrained BERT with a fresh `len(classes)`-way head, embeddings resized to the tokenizer."""
+def load_pretrained(
+    source: str, classes: list[str], tokenizer, attn_implementation: str = "sdpa", extended_vocab: bool = True
+):
+    """A pretrained BERT with a fresh `len(classes)`-way head, embeddings resized to the tokenizer.
+
+    extended_vocab False: `source` was trained with `tokenizer` itself (model.init mlm), whose vocabulary
+    it must have exactly; True: the tokenizer extends the checkpoint's own vocabulary (model.init pretrained).
+    """
     id2label, label2id = label_maps(classes)
     try:
         model = BertForSequenceClassification.from_pretrained(
@@ -163,6 +177,13 @@ def load_pretrained(source: str, classes: list[str], tokenizer, attn_implementat
             f"model.pretrained: cannot load a BERT checkpoint from {source!r} "
             f"(a local directory with config.json and weights, or a hub id when online): {err}"
         ) from None
+    if not extended_vocab:
+        if model.config.vocab_size != len(tokenizer) or model.config.pad_token_id != tokenizer.pad_id:
+            raise ValueError(
+                f"{source}: vocabulary {model.config.vocab_size} (PAD {model.config.pad_token_id}) differs from the "
+                f"tokenizer's {len(tokenizer)} (PAD {tokenizer.pad_id}): pre-train with the same tokens stage"
+            )
+        return model
     check_pretrained_vocab(source, tokenizer, model.config)
     old_rows = model.config.vocab_size
     if len(tokenizer) < old_rows:

@@ -400,6 +400,7 @@ def train_seed(
     threads: int = 1,
     recorded: dict | None = None,
     background: str | Path | None = None,
+    encoder: str | Path | None = None,
 ) -> dict:
     """Train the model of one seed on the tokens at `train_path` into `out_dir`; returns training_info.
 
@@ -409,8 +410,12 @@ def train_seed(
     and reference that `bertgeom predict` applies to new genomes). Writes model.safetensors,
     config.json, the tokenizer files, train_log.csv and training_info.json into out_dir (each
     atomically), then removes `ckpt_dir`. background: a tokens parquet of sequences of no class for
-    outlier exposure with weight train_cfg["outlier_weight"]; None: none.
+    outlier exposure with weight train_cfg["outlier_weight"]; None: none. encoder: model.init mlm, the
+    seed's pre-trained encoder directory (rule pretrain), fine-tuned with a new classification head.
+    training_info.json's init_digest identifies the weights training started from (pretrain.state_digest).
     """
+    from bertgeom.pretrain import state_digest  # not at the top: bertgeom.pretrain imports this module
+
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
     device = select_device(train_cfg["device"], "config train.device")
     configure_torch(device, threads, train_cfg["deterministic"])
@@ -430,9 +435,11 @@ def train_seed(
             "train_sha256": io.sha256_file(train_path),
             "vocab": len(tokenizer),
             "background_sha256": io.sha256_file(background) if background else None,
+            "encoder_sha256": io.sha256_file(Path(encoder) / MODEL_FILES["model"]) if encoder else None,
         }
     )
-    model = build_model(model_cfg, classes, tokenizer, seed).to(device)
+    model = build_model(model_cfg, classes, tokenizer, seed, encoder=encoder).to(device)
+    init_digest = state_digest(model)
     log.info(
         "seed %d: %s model, %d parameters (%d outside the embeddings), vocabulary %d",
         seed,
@@ -459,6 +466,7 @@ def train_seed(
         "parameters": count_parameters(model),
         "epochs": record["epochs"],
         "fingerprint": record["fingerprint"],
+        "init_digest": init_digest,
         "config_sha256": io.config_hash(config),
         "config": config,
         "versions": io.package_versions(),
@@ -484,6 +492,17 @@ def save_model_dir(
     info_name: str = "training_info.json",
 ) -> None:
     """Model, tokenizer, the log CSV and the info JSON, each file renamed into place when complete."""
+    save_hf_directory(model, tokenizer, out_dir)
+    with io.atomic_path(out_dir / log_name, ".csv") as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(log_rows)
+    io.write_json(out_dir / info_name, info)
+
+
+def save_hf_directory(model, tokenizer, out_dir: Path) -> None:
+    """A Hugging Face directory (weights, config, tokenizer files), each file renamed into place when complete."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with io.staging_directory(out_dir / MODEL_FILES["model"]) as tmp:
         model.save_pretrained(tmp)
@@ -492,9 +511,3 @@ def save_model_dir(
         make_readable(tmp)  # safetensors writes 0600
         for path in tmp.iterdir():
             os.replace(path, out_dir / path.name)
-    with io.atomic_path(out_dir / log_name, ".csv") as tmp:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(log_rows)
-    io.write_json(out_dir / info_name, info)

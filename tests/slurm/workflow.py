@@ -15,7 +15,7 @@ from bertgeom.figures.registry import FIGURE_IDS
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "profiles" / "slurm" / "profile.yaml"
-GPU_RULES = ("train", "evaluate", "dump_activations")
+GPU_RULES = ("pretrain", "train", "evaluate", "dump_activations")
 
 
 def read_profile(path: Path = PROFILE) -> dict:

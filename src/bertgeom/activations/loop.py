@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import torch
 
 from bertgeom import io
-from bertgeom.activations.reduce import BatchReducer, batch_tables
+from bertgeom.activations.reduce import NO_PREDICTION, BatchReducer, batch_tables
 from bertgeom.activations.writers import OUTPUT_FILES, KeyedRowGroups, RowGroups, class_table, schemas, writer_options
 from bertgeom.hooks import HEAD_STAGES, STAGES, capture, hook_names
 from bertgeom.measures import real_mask
@@ -70,18 +70,22 @@ def dump(
     classes: list[str],
     settings: dict,
     top_keys: int,
+    classifier: bool = True,
 ) -> dict:
     """Dump the activations of every sequence of `token_files` ({split: tokens parquet}) to `outputs`.
 
     outputs: {name: path} for every name in OUTPUT_FILES. settings: config `activations`
     (subset_per_class, token_stages, and the execution-only batch_size, device, row_group_mb).
     top_keys: config patterns.top_keys, the k of the attention measure col_top{k}.
+    classifier False: a checkpoint without a trained classifier (init, mlm): the columns pred and
+    correct are null, and the class-averaged matrices run over every sequence of the class.
     Returns counts (sequences, seconds) for logging. Outputs appear only if everything succeeded.
     """
     classes = list(classes)
     device = select_device(settings["device"], "config activations.device")
     model = load_model(model_dir, device, attn_implementation=EXACT_ATTENTION)  # A is materialised
-    _check_classes(model, classes)
+    if classifier:
+        _check_classes(model, classes)
     cfg = model.config
     n_layers, heads, hidden = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.hidden_size
     d_head = hidden // heads
@@ -104,10 +108,11 @@ def dump(
     )  # fmt: skip
     schema = schemas(hidden, d_head, top_keys)
     # Class heatmaps: A of the batch waits in class_buf until the predictions are known, then the
-    # correctly classified sequences are summed into class_sum (float32: sums of values in [0, 1]).
+    # correctly classified sequences (every sequence without a classifier) are summed into class_sum
+    # (float32: sums of values in [0, 1]).
     class_sum = torch.zeros((len(classes), n_layers, heads, class_len, class_len), device=device)
     class_buf = torch.empty((settings["batch_size"], n_layers, heads, class_len, class_len), device=device)
-    class_hist = np.zeros((len(classes), class_len + 1), dtype=np.int64)  # correct sequences per (label, n)
+    class_hist = np.zeros((len(classes), class_len + 1), dtype=np.int64)  # averaged sequences per (label, n)
     target = int(settings["row_group_mb"] * 2**20)
     done, start = 0, time.perf_counter()
     log.info("dumping %d sequences of %s on %s: %d layers, %d heads, hidden %d", total, list(token_files), device, n_layers, heads, hidden)
@@ -137,12 +142,12 @@ def dump(
                 red = BatchReducer(n, ids.shape[1], subset, heads, settings["token_stages"], top_keys, class_buf)
                 with torch.inference_mode(), capture(model, red):
                     logits = model(input_ids=ids, attention_mask=real_mask(n, ids.shape[1]).long()).logits
-                preds = logits.argmax(-1).cpu().numpy()
-                correct = np.flatnonzero(preds == labels)
-                if len(correct):
-                    at = torch.from_numpy(correct).to(device)
-                    class_sum.index_add_(0, torch.from_numpy(labels[correct]).to(device), class_buf.index_select(0, at))
-                    np.add.at(class_hist, (labels[correct], n_np[correct]), 1)
+                preds = logits.argmax(-1).cpu().numpy() if classifier else np.full(len(labels), NO_PREDICTION)
+                averaged = np.flatnonzero(preds == labels) if classifier else np.arange(len(labels))
+                if len(averaged):
+                    at = torch.from_numpy(averaged).to(device)
+                    class_sum.index_add_(0, torch.from_numpy(labels[averaged]).to(device), class_buf.index_select(0, at))
+                    np.add.at(class_hist, (labels[averaged], n_np[averaged]), 1)
                 for name, table in batch_tables(red, seq_ids, split, labels, preds, n_np, n_layers, heads, schema).items():
                     groups[name].add(table)
                 done += len(seq_ids)

@@ -17,6 +17,8 @@ from bertgeom.activations.writers import list_column
 from bertgeom.hooks import ATTENTION, HEAD_SOURCE, HEAD_STAGES, STAGES
 from bertgeom.measures import _computable, attention_measure_names, attention_measures, real_mask, vector_stats
 
+NO_PREDICTION = -1  # pred of a checkpoint without a trained classifier (written as null)
+
 
 class BatchReducer:
     """The hooks' sink for one batch: reduces each captured tensor as soon as it is produced.
@@ -76,6 +78,16 @@ def encode_tokens(x: torch.Tensor, center: torch.Tensor) -> tuple[np.ndarray, np
     return (delta / scale).to(torch.float16).cpu().numpy(), center.float().cpu().numpy(), float(scale)
 
 
+def prediction_columns(labels: np.ndarray, preds: np.ndarray) -> dict:
+    """Columns pred (int16) and correct (bool) of rows with these labels and predictions; both null
+    where the prediction is NO_PREDICTION (a checkpoint without a trained classifier)."""
+    missing = preds == NO_PREDICTION
+    return {
+        "pred": pa.array(preds.astype(np.int16), pa.int16(), mask=missing),
+        "correct": pa.array(labels == preds, pa.bool_(), mask=missing),
+    }
+
+
 def _ident(seq_ids, split, labels, preds, repeat, layers: np.ndarray) -> dict:
     """Identifier columns for rows ordered (sequence, then `repeat` rows each: an int, or a count per
     sequence); layers: the layers of a sequence's rows, repeated cyclically over all rows."""
@@ -84,8 +96,7 @@ def _ident(seq_ids, split, labels, preds, repeat, layers: np.ndarray) -> dict:
         "seq_id": pa.array(np.asarray(seq_ids, dtype=object)[owner], pa.string()),
         "split": pa.array([split] * len(owner), pa.string()),
         "label": labels[owner].astype(np.int16),
-        "pred": preds[owner].astype(np.int16),
-        "correct": (labels == preds)[owner],
+        **prediction_columns(labels[owner], preds[owner]),
         "layer": np.resize(layers, len(owner)).astype(np.int16),
     }
 

@@ -1,13 +1,13 @@
 """Attention-pattern figures: gate taxonomy grid, row labels per head, K90 violins, class-averaged
 attention gallery, row entropy per layer, attention per spike domain.
 
-Tables (docs/outputs.md; definitions docs/methods.md), per seed in results/stats/seed{seed}/:
+Tables (docs/outputs.md; definitions docs/methods.md), per seed in results/stats/seed{seed}/{checkpoint}/:
 gates.parquet (layer, head, gate, score_<gate>, ...), k90.parquet (layer, head, seq_id, position,
 k90), domain_attention.parquet (layer, head, domain, measure, value); across seeds (rules
 aggregate_seeds, gate_agreement, match_heads; heads matched across seeds) results/stats/all_seeds/
 attention_patterns.parquet and row_gates.parquet (..., mean, ci_low, ci_high, n_seeds),
 gate_agreement.parquet and head_matching.parquet (per-seed heads -> the reference seed's);
-results/activations/seed{seed}/class_attention.parquet (docs/outputs.md) and
+results/activations/seed{seed}/{checkpoint}/class_attention.parquet (docs/outputs.md) and
 results/tokens/token_map.parquet (position -> spike amino acids and domains).
 """
 
@@ -41,13 +41,12 @@ MATRIX_COLUMNS = ["label", "class", "layer", "head", "n_seqs", "length", "matrix
 TICK_DOMAINS = ("NTD", "RBD", "FP", "HR1", "HR2")  # labelled on the gallery's top axis
 
 
-def plot_gate_grid(agreement: pd.DataFrame, reference_seed: int | None = None) -> plt.Figure:
-    """Layer x matched-head grid: colour = the head's gate (modal label over seeds of the heads
-    matched to it), number = share of seeds with that label; right: per layer, the agreement of
-    labels between seeds after matching heads, and in brackets each seed's agreement with an
-    untrained model after matching (what matching alone gives).
+def draw_gate_cells(ax: plt.Axes, agreement: pd.DataFrame) -> dict:
+    """Layer x matched-head cells on `ax`: colour = the head's gate (modal label over seeds of the
+    heads matched to it), number = share of seeds with that label (with more than one seed).
 
-    agreement: gate_agreement rows (modal_share per matched head; matched/untrained_agreement per layer).
+    agreement: gate_agreement rows (modal_share per matched head). Returns layers, n_heads, n_seeds
+    and the labels present.
     """
     heads = agreement[agreement["measure"] == "modal_share"].dropna(subset=["head"])
     heads = heads.astype({"layer": int, "head": int})
@@ -59,8 +58,6 @@ def plot_gate_grid(agreement: pd.DataFrame, reference_seed: int | None = None) -
     for row in heads.itertuples():
         grid[layers.index(row.layer), row.head] = codes[row.gate]
         share[layers.index(row.layer), row.head] = row.value
-    fig, ax = plt.subplots(figsize=(min(WIDTH * 1.4, max(WIDTH, 0.42 * n_heads + 5.4)),
-                                    max(2.8, 0.36 * len(layers) + 1.7)))
     ax.imshow(grid, cmap=ListedColormap(list(GATE_COLOURS.values())), vmin=-0.5, vmax=len(codes) - 0.5,
               aspect="auto", interpolation="nearest")
     n_seeds = int(heads["n_seeds"].max())
@@ -76,6 +73,28 @@ def plot_gate_grid(agreement: pd.DataFrame, reference_seed: int | None = None) -
     ax.grid(which="minor", color="white", linewidth=1.2)
     ax.grid(which="major", visible=False)
     ax.tick_params(which="minor", length=0)
+    present = [g for g in GATE_COLOURS if g in set(heads["gate"])]
+    return {"layers": layers, "n_heads": n_heads, "n_seeds": n_seeds, "present": present}
+
+
+def gate_legend(fig: plt.Figure, present: list[str]) -> None:
+    fig.legend([Patch(color=GATE_COLOURS[g]) for g in present], [GATE_NAMES.get(g, g) for g in present],
+               loc="outside right center", title="gate")
+
+
+def plot_gate_grid(agreement: pd.DataFrame, reference_seed: int | None = None) -> plt.Figure:
+    """Layer x matched-head grid of gates (draw_gate_cells); right: per layer, the agreement of
+    labels between seeds after matching heads, and in brackets each seed's agreement with an
+    untrained model after matching (what matching alone gives).
+
+    agreement: gate_agreement rows (modal_share per matched head; matched/untrained_agreement per layer).
+    """
+    heads = agreement[agreement["measure"] == "modal_share"].dropna(subset=["head"])
+    n_layers, n_heads = heads["layer"].nunique(), int(heads["head"].max()) + 1
+    fig, ax = plt.subplots(figsize=(min(WIDTH * 1.4, max(WIDTH, 0.42 * n_heads + 5.4)),
+                                    max(2.8, 0.36 * n_layers + 1.7)))
+    cells = draw_gate_cells(ax, agreement)
+    layers, n_seeds = cells["layers"], cells["n_seeds"]
     ax.set_xlabel("head" if reference_seed is None else f"head (matched to seed {reference_seed}'s)")
     ax.set_ylabel("layer")
     matched = agreement[agreement["measure"] == "matched_agreement"].set_index("layer")["value"]
@@ -85,9 +104,7 @@ def plot_gate_grid(agreement: pd.DataFrame, reference_seed: int | None = None) -
         right.set_yticks(range(len(layers)), [f"{matched.get(layer, np.nan):.0%} ({untrained.get(layer, np.nan):.0%})"
                                               for layer in layers])  # fmt: skip
         right.set_ylabel("seeds agreeing, heads matched\n(each seed vs untrained model)", labelpad=8)
-    present = [g for g in GATE_COLOURS if g in set(heads["gate"])]
-    fig.legend([Patch(color=GATE_COLOURS[g]) for g in present], [GATE_NAMES.get(g, g) for g in present],
-               loc="outside right center", title="gate")
+    gate_legend(fig, cells["present"])
     ax.set_title(f"Attention gates per head\n(modal label of {n_seeds} seeds, heads matched; "
                  f"cell: share of seeds agreeing)" if n_seeds > 1 else "Attention gates per head")
     return fig

@@ -1,6 +1,6 @@
 """Cone-index figures: along the information stream (layer x stage) and per attention head.
 
-Both read the across-seed table results/stats/all_seeds/cone_index.parquet (docs/methods.md, "Geometry
+Both read the across-seed table results/stats/all_seeds/{checkpoint}/cone_index.parquet (docs/methods.md, "Geometry
 statistics": identifiers split, scope, class, layer, stage, head, variant, measure; mean, ci_low,
 ci_high, n_seeds), rows of scope `sequence` (the mean over sequences of each sequence's index) and
 `pooled` (all tokens of the split as one cloud), class `all`.

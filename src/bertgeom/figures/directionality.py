@@ -1,7 +1,7 @@
 """Directionality figures: the index per layer x head, eigenvalue signs and principal angles, and
 ours against the original code's column-sliced version.
 
-Table (docs/methods.md, "Attention patterns and directionality"): results/stats/all_seeds/directionality.parquet
+Table (docs/methods.md, "Attention patterns and directionality"): results/stats/all_seeds/{checkpoint}/directionality.parquet
 (rule aggregate_seeds over the per-seed tables), rows layer, head, variant (ours / original_code),
 measure, with mean, ci_low, ci_high, n_seeds over seeds. Measures used here:
 directionality_index (||N||_F^2 / ||M||_F^2 of M = W_Q^h W_K^h^T / sqrt(d), weights), qk_asymmetry

@@ -1,8 +1,8 @@
 """Distribution figures: PCA Pareto charts, 2-D PCA and t-SNE of [CLS], linear probe and silhouette.
 
-Tables (docs/methods.md, "Geometry statistics"): results/stats/all_seeds/distribution.parquet (identifiers
+Tables (docs/methods.md, "Geometry statistics"): results/stats/all_seeds/{checkpoint}/distribution.parquet (identifiers
 split, layer, stage, pooling, class, measure, index; mean, ci_low, ci_high, n_seeds) and
-results/stats/seed{seed}/embedding_2d.parquet (seq_id, label, class, correct, layer, stage, pooling,
+results/stats/seed{seed}/{checkpoint}/embedding_2d.parquet (seq_id, label, class, correct, layer, stage, pooling,
 method, x, y). Positions along the stream: the embeddings (input of layer 0), then the output of
 every layer.
 """

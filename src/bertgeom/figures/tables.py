@@ -65,7 +65,7 @@ def per_seed(paths, seeds, reader, **kwargs) -> pd.DataFrame:
 
 def matched_heads(frame: pd.DataFrame, matching_path) -> pd.DataFrame:
     """Per-seed rows (seed, layer, head, ...) with every head replaced by the reference seed's head it
-    is matched to (results/stats/all_seeds/head_matching.parquet), so that seeds average matched heads."""
+    is matched to (results/stats/all_seeds/{checkpoint}/head_matching.parquet), so that seeds average matched heads."""
     from bertgeom.stats.matching import MATCHING_COLUMNS, apply_matching  # the stats stack, only when used
 
     return apply_matching(frame, read_parquet(matching_path, MATCHING_COLUMNS))

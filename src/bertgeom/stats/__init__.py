@@ -1,4 +1,4 @@
-"""Geometry statistics computed from the activation dumps (results/activations/seed{seed}/).
+"""Geometry statistics computed from the activation dumps (results/activations/seed{seed}/{checkpoint}/).
 
 - `bertgeom.stats.cone`: the cone index, its sufficient statistics and the anisotropy measures
   compared with it (mean pairwise cosine, IsoScore, top principal component share, outlier dims).

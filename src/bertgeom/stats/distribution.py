@@ -217,7 +217,7 @@ def embedding_rows(cloud: dict, x: np.ndarray, classes: list[str], options: dict
                     "seq_id": cloud["seq_id"][rows],
                     "label": labels,
                     "class": [classes[i] for i in labels],
-                    "correct": cloud["correct"][rows].astype(bool),
+                    "correct": pd.array(cloud["correct"][rows], dtype="boolean"),  # null: no classifier
                     "x": coords[:, 0],
                     "y": coords[:, 1],
                 }
