@@ -277,10 +277,13 @@ def test_deleted_intermediate_rebuilds_only_dependents(tiny_run, copy_of_tiny_ru
     deleted = run / "results/stats/all_seeds/finetuned/cone_index.parquet"
     before = {p: p.stat().st_mtime_ns for p in (run / "results").rglob("*") if p.is_file() and p != deleted}
     deleted.unlink()
-    assert planned(run) == {"aggregate_seeds": 1, "fig_cone_stream": 1, "fig_cone_heads": 1}
+    assert planned(run) == {
+        "aggregate_seeds": 1, "fig_cone_stream": 1, "fig_cone_heads": 1, "fig_cone_checkpoints": 1, "explorer": 1,
+    }  # fmt: skip
     snakemake(run, "--cores", "2")
     rebuilt = {p.relative_to(run).as_posix() for p, mtime in before.items() if p.stat().st_mtime_ns != mtime}
-    figures = {f"results/figures/{name}.{ext}" for name in ("cone_stream", "cone_heads") for ext in ("png", "pdf")}
+    figures = {f"results/figures/{name}.{ext}" for name in ("cone_stream", "cone_heads", "cone_checkpoints")
+               for ext in ("png", "pdf")} | {"results/explorer/index.html"}  # fmt: skip
     benchmarks = {p for p in rebuilt if p.startswith("results/benchmarks/")}
     assert rebuilt - benchmarks == figures
     assert deleted.read_bytes() == (tiny_run / deleted.relative_to(run)).read_bytes()
