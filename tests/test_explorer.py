@@ -11,8 +11,9 @@ import yaml
 
 from bertgeom.explorer import (FLOOR, LEVELS, cone_figure, cone_stream, dequantise, describe_keys,
                                head_grid_figure, head_values, k90_histogram, lineage_mutations, missing_reason,
-                               model_view_figure, pool_matrix, quantise, token_axis, top_keys)  # fmt: skip
-from bertgeom.explorer_page import encode_matrix
+                               model_view_figure, pool_matrix, quantise, residual_codes, restore_codes, token_axis,
+                               top_keys)  # fmt: skip
+from bertgeom.explorer_page import encode_codes
 from bertgeom.figures.attention import GATE_COLOURS
 from bertgeom.explorer_paths import cone_path, results_root, stage_paths
 from bertgeom.stats.attention import GATES
@@ -75,10 +76,23 @@ def test_quantise_round_trip_within_half_a_step():
         assert back[1, 2] == pytest.approx(FLOOR)  # below the floor: the floor
 
 
-def test_encoded_matrix_is_zlib_of_the_codes():
-    matrix = np.random.default_rng(0).dirichlet(np.ones(7), size=7)
-    raw = zlib.decompress(base64.b64decode(encode_matrix(matrix, 32)))
-    assert np.array_equal(np.frombuffer(raw, dtype=np.uint8).reshape(7, 7), quantise(matrix, 32))
+def test_encoded_codes_are_zlib_of_the_codes():
+    codes = quantise(np.random.default_rng(0).dirichlet(np.ones(7), size=7), 32)
+    raw = zlib.decompress(base64.b64decode(encode_codes(codes)))
+    assert np.array_equal(np.frombuffer(raw, dtype=np.uint8).reshape(7, 7), codes)
+
+
+@pytest.mark.parametrize("n, m", [(6, 6), (6, 4), (4, 6)])
+def test_residual_codes_round_trip_against_a_base_of_any_size(n, m):
+    rng = np.random.default_rng(n * 10 + m)
+    levels = 16
+    codes, base = rng.integers(0, levels, (n, n), dtype=np.uint8), rng.integers(0, levels, (m, m), dtype=np.uint8)
+    stored = residual_codes(codes, base, levels)
+    assert stored.dtype == np.uint8 and stored.max() < levels
+    assert np.array_equal(restore_codes(stored, base, levels), codes)
+    k = min(n, m)
+    assert np.array_equal(stored[k:], codes[k:]) and np.array_equal(stored[:, k:], codes[:, k:])  # outside: as is
+    assert not residual_codes(codes, codes[:k, :k], levels)[:k, :k].any()  # equal cells: 0
 
 
 def test_pool_matrix_block_means():

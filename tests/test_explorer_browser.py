@@ -5,14 +5,18 @@ The screenshot is kept as a test artefact: <pytest tmp dir>/test_explorer_page0/
 (its path is printed; `pytest -s` shows it).
 """
 
+import json
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from bertgeom.explorer import POOL, dequantise, pool_matrix, quantise
 from bertgeom.explorer_page import write_explorer
 from bertgeom.explorer_paths import CHECKPOINTS
-from bertgeom.explorer_run import explore
+from bertgeom.explorer_run import Run, explore
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (.ci/run installs it); no browser download
 MAX_BYTES = 30 * 10**6
@@ -30,6 +34,33 @@ def test_page_is_self_contained_and_small(page_path):
     assert len(text.encode()) < MAX_BYTES
     assert 'src="http' not in text and "<link" not in text  # plotly.js and the data are inline
     assert '<script type="application/json" id="explorer-data">' in text
+
+
+def _page_data(path) -> dict:
+    text = Path(path).read_text()
+    return json.loads(re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', text, re.S)[1])
+
+
+def test_full_resolution_where_the_page_says(page_path):
+    """Class averages of the example seed at every checkpoint and its sequences at the last analysed
+    checkpoint at full resolution (every position); every other matrix pooled by POOL; a sequence is
+    stored against its class average whenever both are pooled alike."""
+    data = _page_data(page_path)
+    assert data["example_seed"] == "0" and data["full_checkpoint"] == "finetuned" and data["pool"] == POOL
+    seen = set()
+    for checkpoint in CHECKPOINTS:
+        for seed, view in data["views"][checkpoint].items():
+            factors = {s["id"]: int(s["axis"].split("/")[1]) for s in view["sources"]}
+            for source in view["sources"]:
+                n, factor = (int(x) for x in source["axis"].split("/"))
+                full = seed == "0" and (source["id"].startswith("class:") or checkpoint == "finetuned")
+                assert factor == (1 if full else POOL), (checkpoint, seed, source["id"])
+                assert len(data["axes"][source["axis"]]["labels"]) == -(-n // factor)
+                if source["base"] is not None:
+                    assert source["id"].startswith("seq:") and source["base"].startswith("class:")
+                    assert factors[source["base"]] == factor
+                seen.add((factor, source["base"] is not None))
+    assert seen == {(1, False), (1, True), (POOL, False), (POOL, True)}
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +99,7 @@ def _click_cell(page, div, layer, head):
     page.mouse.click(x, y)
 
 
-def test_choose_checkpoint_seed_sequence_and_head(page_path, page_with_mlm, tmp_path):
+def test_choose_checkpoint_seed_sequence_and_head(page_path, page_with_mlm, tiny_run, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
@@ -104,6 +135,15 @@ def test_choose_checkpoint_seed_sequence_and_head(page_path, page_with_mlm, tmp_
         assert "seed 1" in shown["title"] and "checkpoint finetuned" in shown["title"]
         assert shown["layer"] == "1" and shown["rows"] == shown["n"] > 10 and shown["cells"] == 1
         assert page.locator("#topkeys tr").count() == 6  # header + 5 keys
+        # the page decoded (inflate, add the class average's codes) what Python quantised
+        shown_z = np.array(page.evaluate("() => document.getElementById('matrix').data[0].z"))
+        data = _page_data(page_path)
+        levels = data["levels"]
+        assert next(s for s in data["views"]["finetuned"]["1"]["sources"] if s["id"] == sequence)["base"]
+        run = Run(tiny_run / "results", [0, 1], list(CHECKPOINTS), 0)
+        source = run.sources("finetuned", 1)[sequence]
+        expected = dequantise(quantise(pool_matrix(source.matrices[(1, 1)], POOL), levels), levels)
+        assert np.allclose(shown_z, np.log10(expected), atol=1e-9)
 
         box = page.locator("#matrix .nsewdrag").first.bounding_box()  # hover: query, key, weight
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)

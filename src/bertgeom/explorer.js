@@ -1,5 +1,6 @@
 // Glue of the explorer page (bertgeom.explorer_page): fills the selectors, swaps the figures drawn in
-// Python, decodes the embedded matrices (zlib, log10 codes) into the matrix and model views.
+// Python, decodes the embedded matrices (zlib, log10 codes; a sequence's codes are stored as their
+// difference from its class average's, bertgeom.explorer.residual_codes) into the matrix and model views.
 "use strict";
 const DATA = JSON.parse(document.getElementById("explorer-data").textContent);
 const $ = (id) => document.getElementById(id);
@@ -14,10 +15,26 @@ function view() {
   return DATA.views[state.checkpoint][state.seed];
 }
 
-async function decode(b64) {  // -> Uint8Array of log10 codes, row-major [query, key]
+async function inflate(b64) {  // -> Uint8Array of the stored codes, row-major [query, key]
   const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
   const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
   return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+function size(source) {  // positions (or pooled blocks) on each axis of the source's matrices
+  return DATA.axes[source.axis].labels.length;
+}
+
+async function decode(v, source, key) {  // -> log10 codes of one head's matrix (bertgeom.explorer.restore_codes)
+  const codes = await inflate(v.matrices[source.id][key]);
+  const base = source.base && v.sources.find((s) => s.id === source.base);
+  if (!base) return codes;
+  const baseCodes = await decode(v, base, key);
+  const n = size(source), m = size(base), k = Math.min(n, m);
+  for (let q = 0; q < k; q++) {
+    for (let i = 0; i < k; i++) codes[q * n + i] = (codes[q * n + i] + baseCodes[q * m + i]) % DATA.levels;
+  }
+  return codes;
 }
 
 function logWeight(code) {  // the inverse of bertgeom.explorer.quantise
@@ -36,7 +53,7 @@ function rows(codes, n, withText) {
 
 async function draw(id, data, layout) {  // a figure where a message may have been
   if (!$(id).classList.contains("js-plotly-plot")) $(id).textContent = "";
-  await Plotly.react(id, data, layout, CONFIG);
+  await Plotly.react(id, data, { ...layout, template: DATA.template }, CONFIG);
 }
 
 function message(id, text) {
@@ -88,8 +105,8 @@ async function renderHead() {
     return;
   }
   const axis = DATA.axes[source.axis];
-  const n = axis.labels.length;
-  const { z, text } = rows(await decode(v.matrices[source.id][key]), n, true);
+  const n = size(source);
+  const { z, text } = rows(await decode(v, source, key), n, true);
   const trace = { ...DATA.matrix_trace, x: axis.labels, y: axis.labels, z, text };
   const layout = { ...axis.layout, title: { text: source.titles[key] } };
   await draw("matrix", [trace], layout);
@@ -101,8 +118,8 @@ async function renderHead() {
 function renderTopKeys(keys) {
   const head = "<tr><th>position</th><th>share of mass</th><th>spike aa</th><th>domains</th><th>lineage mutations</th></tr>";
   const cell = (x) => `<td>${String(x ?? "").replace(/[<&]/g, (c) => (c === "<" ? "&lt;" : "&amp;"))}</td>`;
-  const body = keys.map((k) => `<tr>${cell(k.position)}${cell(k.share === null ? "NaN" : k.share.toFixed(3))}` +
-    `${cell(k.aa)}${cell(k.domains)}${cell(k.mutations)}</tr>`);
+  const body = keys.map(([position, share, aa, domains, mutations]) => `<tr>${cell(position)}` +
+    `${cell(share === null ? "NaN" : share.toFixed(3))}${cell(aa)}${cell(domains)}${cell(mutations)}</tr>`);
   $("topkeys").innerHTML = `<table>${head}${body.join("")}</table>`;
 }
 
@@ -110,8 +127,8 @@ async function renderModelView(v, source, n) {
   const template = DATA.model_view[String(v.heads)];
   const data = [];
   for (let h = 0; h < v.heads; h++) {
-    const b64 = v.matrices[source.id][`${state.layer},${h}`];
-    data.push({ ...template.data[h], z: b64 ? rows(await decode(b64), n, false).z : null });
+    const key = `${state.layer},${h}`;
+    data.push({ ...template.data[h], z: v.matrices[source.id][key] ? rows(await decode(v, source, key), n, false).z : null });
   }
   const title = `Model view: layer ${state.layer}, every head (${source.name}); click a thumbnail`;
   await draw("modelview", data, { ...template.layout, title: { text: title } });
@@ -128,7 +145,7 @@ function setup() {
       render();
     });
   }
-  Plotly.newPlot("cone", DATA.cone.data, DATA.cone.layout, CONFIG);
+  Plotly.newPlot("cone", DATA.cone.data, { ...DATA.cone.layout, template: DATA.template }, CONFIG);
   for (const id of ["grid", "modelview"]) Plotly.newPlot(id, [], {}, CONFIG);  // so that .on exists
   $("grid").on("plotly_click", (event) => {
     state.layer = event.points[0].y;

@@ -40,8 +40,8 @@ FLOOR = 1e-4  # weights below it are drawn (and stored) as the floor: log colour
 # keeps it under MAX_PAGE_BYTES (64 levels: neighbours differ by x1.16; 16 levels: by x1.85).
 LEVELS = (64, 48, 32, 24, 16)
 MAX_PAGE_BYTES = 30 * 10**6  # the issue's limit, 30 MB
-POOL = 4  # matrices of the other seeds: mean over 4 x 4 blocks of positions
-FULL_SEQUENCES = 2  # sequences per class embedded at full resolution (example seed)
+POOL = 8  # matrices not at full resolution: mean over 8 x 8 blocks of positions
+FULL_SEQUENCES = 2  # sequences per class shown (full resolution: example seed, last analysed checkpoint)
 K90_BINS = 40
 SUBUNITS = ("S1", "S2")  # named in the labels, not drawn as bands (they hold the domains)
 MAGMA_R = "Magma_r"
@@ -173,6 +173,23 @@ def quantise(matrix: np.ndarray, levels: int) -> np.ndarray:
 
 def dequantise(codes: np.ndarray, levels: int) -> np.ndarray:
     return FLOOR ** (1.0 - codes.astype(np.float64) / (levels - 1))
+
+
+def residual_codes(codes: np.ndarray, base: np.ndarray, levels: int) -> np.ndarray:
+    """codes minus base (mod levels) where both have a cell (the top-left min(n, m) block), codes
+    elsewhere. A sequence's matrix stored against its class average compresses about twice as well:
+    the two differ in few cells. restore_codes (and explorer.js) invert it."""
+    k = min(codes.shape[0], base.shape[0])
+    out = codes.copy()
+    out[:k, :k] = (codes[:k, :k].astype(np.int16) - base[:k, :k]) % levels
+    return out
+
+
+def restore_codes(stored: np.ndarray, base: np.ndarray, levels: int) -> np.ndarray:
+    k = min(stored.shape[0], base.shape[0])
+    out = stored.copy()
+    out[:k, :k] = (stored[:k, :k].astype(np.int16) + base[:k, :k]) % levels
+    return out
 
 
 @dataclass
@@ -309,6 +326,10 @@ class Source:
     lineage: str | None
     n: int
     matrices: dict[tuple[int, int], np.ndarray] = field(repr=False)
+
+    @property
+    def is_average(self) -> bool:
+        return self.id.startswith("class:")
 
 
 def read_sources(paths: dict[str, Path], lineages: Mapping[str, str], full_sequences: int,

@@ -80,9 +80,18 @@ class Run:
                              key: {s.id: s for s in read_sources(paths, self.lineages, FULL_SEQUENCES)}}
         return self._sources[key]
 
-    def factor(self, seed: int) -> int:
-        """Pooling of the shown matrices: full resolution for the example seed, else POOL."""
-        return 1 if seed == self.example_seed else POOL
+    def full_checkpoint(self) -> str | None:
+        """The checkpoint whose sequences are shown at full resolution: the example seed's last analysed
+        one (training order; usually finetuned)."""
+        analysed = [c for c in self.checkpoints if not self.missing(c, self.example_seed)]
+        return analysed[-1] if analysed else None
+
+    def factor(self, checkpoint: str, seed: int, source: Source) -> int:
+        """Pooling of a shown matrix: full resolution (1) for the example seed's class averages at every
+        checkpoint and its sequences at full_checkpoint, else POOL (keeps the page under 30 MB)."""
+        if seed != self.example_seed:
+            return POOL
+        return 1 if source.is_average or checkpoint == self.full_checkpoint() else POOL
 
     def cone(self) -> go.Figure:
         streams, missing = {}, {}
@@ -141,7 +150,8 @@ def explore(results_dir, seeds=None, checkpoints=CHECKPOINTS, example_seed=None,
             for lh in src.matrices]  # fmt: skip
 
     def attention(c, s, sid, layer, head):
-        source, factor = run.sources(c, s)[sid], run.factor(s)
+        source = run.sources(c, s)[sid]
+        factor = run.factor(c, s, source)
         matrix = pool_matrix(source.matrices[(layer, head)], factor)
         axis = token_axis(run.token_map, source.n, factor)
         return attention_figure(matrix, axis, matrix_title(c, s, source, layer, head, factor))
