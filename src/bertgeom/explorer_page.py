@@ -141,7 +141,7 @@ def render_page(data: dict, title: str) -> str:
 checkpoint and its sequences at checkpoint {html.escape(str(data["full_checkpoint"]))}; every other matrix
 is pooled (mean over {data["pool"]} x {data["pool"]} blocks of positions; its title says so). Weights are read
 on a log scale of {data["levels"]} levels over [1e-4, 1] (neighbouring levels differ by
-x{10 ** (4 / (data["levels"] - 1)):.2f}, the finest that keeps the page under 30 MB). Positions are mapped
+x{10 ** (4 / (data["levels"] - 1)):.2f}: the finest that keeps the page under 30 MB, else the coarsest). Positions are mapped
 to the reference-length spike.</p>
 <script type="application/json" id="explorer-data">{payload}</script>
 <script>{SCRIPT.read_text()}</script>
