@@ -119,7 +119,7 @@ def test_choose_checkpoint_seed_sequence_and_head(page_path, page_with_mlm, tiny
 
         page.goto(page_path.as_uri())  # the page of rule explorer
         page.wait_for_function("document.getElementById('matrix').dataset.head !== undefined")
-        page.select_option("#checkpoint", "finetuned")
+        page.select_option("#checkpoint", "mlm")  # class averages over every sequence: each has a base
         page.select_option("#seed", "1")
         page.wait_for_function("document.getElementById('views').dataset.seed === '1'")
         sequence = page.eval_on_selector("#source", "s => [...s.options].find(o => o.value.startsWith('seq:')).value")
@@ -132,16 +132,16 @@ def test_choose_checkpoint_seed_sequence_and_head(page_path, page_with_mlm, tiny
             return {title: gd.layout.title.text, rows: gd.data[0].z.length, n: Number(gd.dataset.n),
                     layer: gd.dataset.layer, cells: gd.querySelectorAll('.heatmaplayer image').length}; }""")
         assert shown["title"].startswith("Layer 1, head 1: sequence " + sequence[4:])
-        assert "seed 1" in shown["title"] and "checkpoint finetuned" in shown["title"]
+        assert "seed 1" in shown["title"] and "checkpoint mlm" in shown["title"]
         assert shown["layer"] == "1" and shown["rows"] == shown["n"] > 10 and shown["cells"] == 1
         assert page.locator("#topkeys tr").count() == 6  # header + 5 keys
         # the page decoded (inflate, add the class average's codes) what Python quantised
         shown_z = np.array(page.evaluate("() => document.getElementById('matrix').data[0].z"))
         data = _page_data(page_path)
         levels = data["levels"]
-        assert next(s for s in data["views"]["finetuned"]["1"]["sources"] if s["id"] == sequence)["base"]
+        assert next(s for s in data["views"]["mlm"]["1"]["sources"] if s["id"] == sequence)["base"]
         run = Run(tiny_run / "results", [0, 1], list(CHECKPOINTS), 0)
-        source = run.sources("finetuned", 1)[sequence]
+        source = run.sources("mlm", 1)[sequence]
         expected = dequantise(quantise(pool_matrix(source.matrices[(1, 1)], POOL), levels), levels)
         assert np.allclose(shown_z, np.log10(expected), atol=1e-9)
 
@@ -158,3 +158,19 @@ def test_choose_checkpoint_seed_sequence_and_head(page_path, page_with_mlm, tiny
     assert screenshot.stat().st_size > 10_000
     assert errors == []
     assert all(url.startswith("file://") for url in requests), requests
+
+
+def test_gallery_screenshot_of_the_page(page_path, tmp_path):
+    pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
+    from PIL import Image
+
+    from bertgeom.figures.gallery import explorer_screenshot
+
+    target = tmp_path / "explorer.png"
+    width, height = explorer_screenshot(page_path, target, width=600, chromium=str(CHROMIUM))
+    with Image.open(target) as image:
+        assert image.size == (width, height) and width == 600 and height > 300
+        assert len(image.getcolors(256) or []) > 8  # drawn figures, not a blank page
+    assert [p.name for p in tmp_path.iterdir()] == ["explorer.png"]  # the full-size shot is removed
