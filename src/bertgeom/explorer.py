@@ -37,8 +37,8 @@ MEASURES = {"gate": "gate label", **{f"score_{g}": f"score: {GATE_NAMES[g]}" for
             "directionality": "directionality index"}  # fmt: skip
 FLOOR = 1e-4  # weights below it are drawn (and stored) as the floor: log colour scale 1e-4..1
 # Stored weights: log10 codes over [FLOOR, 1]; the page takes the finest of these level counts that
-# keeps it under MAX_PAGE_BYTES (64 levels: neighbours differ by x1.16; 16 levels: by x1.85).
-LEVELS = (64, 48, 32, 24, 16)
+# keeps it under MAX_PAGE_BYTES (64 levels: neighbours differ by x1.16; 16: x1.85; 8, the last resort: x3.73).
+LEVELS = (64, 48, 32, 24, 16, 12, 8)
 MAX_PAGE_BYTES = 30 * 10**6  # the limit, 30 MB
 POOL = 8  # matrices not at full resolution: mean over 8 x 8 blocks of positions
 FULL_SEQUENCES = 2  # sequences per class shown (full resolution: example seed, last analysed checkpoint)
