@@ -432,27 +432,17 @@ def attention_outputs():
 
 
 # --- explorer (rules/explorer.smk) ------------------------------------------------------------------
-def init_checkpoints():
-    """Every checkpoint a seed has under the chosen init, in training order."""
-    return available(config["model"]["init"])
-
-
-def analysed_checkpoints():
-    """The checkpoints whose tables exist (activations.checkpoints)."""
-    return CHECKPOINTS
-
-
 def explorer_inputs(wildcards):
     """The tables of every seed and analysed checkpoint (bertgeom.explorer_paths.stage_paths),
     the token map and split tables (positions -> amino acids, lineages), variants.yaml (domains,
     mutations) and the explorer's code (editing it reruns the explorer only)."""
     tables = [
         str(path)
-        for checkpoint in analysed_checkpoints()
+        for checkpoint in CHECKPOINTS
         for seed in SEEDS
         for path in stage_paths("results", seed, checkpoint).values()
     ]
-    cones = [str(cone_path("results", c)) for c in analysed_checkpoints()]
+    cones = [str(cone_path("results", c)) for c in CHECKPOINTS]
     return {
         "tables": tables + cones,
         "token_map": "results/tokens/token_map.parquet",
@@ -478,7 +468,7 @@ def explorer_params():
     the example seed (full-resolution matrices) and how many top keys it lists."""
     return {
         "seeds": SEEDS,
-        "checkpoints": init_checkpoints(),
+        "checkpoints": available(config["model"]["init"]),
         "example_seed": example_seed(),
         "top_k": SETTINGS.get("patterns.top_keys"),
     }

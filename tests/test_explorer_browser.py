@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bertgeom.checkpoints import CHECKPOINTS
 from bertgeom.explorer import POOL, dequantise, pool_matrix, quantise
 from bertgeom.explorer_page import write_explorer
-from bertgeom.explorer_paths import CHECKPOINTS
 from bertgeom.explorer_run import Run, explore
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (.ci/run installs it); no browser download

@@ -269,7 +269,7 @@ def _pretrained_positions(config: dict, basedir: Path) -> Iterator[str]:
 
 
 def _pretrain_settings(config: dict, basedir: Path) -> Iterator[str]:
-    """The pretrain block, checked by the library that uses it (bertgeom.pretrain.check_settings);
+    """The pretrain block, checked by the library that uses it (bertgeom.pretrain_settings.check_settings);
     pretrain.steps 0 switches pre-training off, which model.init mlm cannot do without."""
     from bertgeom.pretrain_settings import check_settings
 

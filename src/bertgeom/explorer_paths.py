@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CHECKPOINTS = ("init", "mlm", "finetuned")  # bertgeom.checkpoints.CHECKPOINTS, in training order
 ACTIVATION_TABLES = ("class_attention", "attention")
 STATS_TABLES = ("gates", "attention_patterns", "directionality", "k90")
 

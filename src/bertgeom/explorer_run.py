@@ -14,7 +14,9 @@ from bertgeom.explorer import (FULL_SEQUENCES, MEASURES, POOL, Source, attention
                                describe_keys, head_grid_figure, head_values, k90_figure, k90_histogram,
                                lineage_mutations, missing_reason, model_view_figure, pool_matrix, read_sources,
                                token_axis, top_keys)  # fmt: skip
-from bertgeom.explorer_paths import CHECKPOINTS, cone_path, stage_paths
+from bertgeom.checkpoints import CHECKPOINTS
+from bertgeom.config import RESOURCES
+from bertgeom.explorer_paths import cone_path, stage_paths
 from bertgeom.figures.attention import TOKEN_MAP_COLUMNS
 from bertgeom.figures.cone import CONE_COLUMNS
 from bertgeom.figures.tables import read_parquet
@@ -124,7 +126,7 @@ def discover_seeds(results) -> list[int]:
 
 
 def default_variants() -> Path | None:
-    path = Path(__file__).resolve().parents[2] / "resources" / "variants.yaml"
+    path = RESOURCES / "variants.yaml"  # package data: found without the checkout too
     return path if path.exists() else None
 
 
@@ -134,7 +136,7 @@ def explore(results_dir, seeds=None, checkpoints=CHECKPOINTS, example_seed=None,
     source id, layer, head): fig}, "model_view": {(checkpoint, seed, source id, layer): fig}, "cone": fig,
     "missing": {(checkpoint, seed): why}, "top_keys": {(checkpoint, seed, source id, layer, head): rows}}.
     Matrix figures are drawn when first read. seeds: default every seed under results/stats;
-    variants: default the repository's resources/variants.yaml (lineage mutations of the top keys)."""
+    variants: default the package's resources/variants.yaml (lineage mutations of the top keys)."""
     seeds = discover_seeds(results_dir) if seeds is None else list(seeds)
     run = Run(Path(results_dir), seeds, list(checkpoints), seeds[0] if example_seed is None else example_seed,
               default_variants() if variants is None else Path(variants), top_k)

@@ -42,7 +42,7 @@ from transformers import BertForMaskedLM, get_wsd_schedule
 
 from bertgeom import io
 from bertgeom.model import autocast, count_parameters, scratch_config
-from bertgeom.pretrain_settings import DEFAULTS, NOT_FINGERPRINTED, check_settings  # noqa: F401 (API)
+from bertgeom.pretrain_settings import DEFAULTS, NOT_FINGERPRINTED, check_settings
 from bertgeom.tokens import KmerTokenizer
 from bertgeom.train import (
     Split,

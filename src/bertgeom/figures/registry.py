@@ -25,9 +25,10 @@ import string
 from dataclasses import dataclass, field
 from typing import Callable
 
+from bertgeom.checkpoints import CHECKPOINTS
+
 CONFIG_FILE = "config:"
 FIELDS = ("seed", "example_seed", "checkpoint")
-CHECKPOINT_NAMES = ("init", "mlm", "finetuned")  # bertgeom.checkpoints.CHECKPOINTS (path levels)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Figure:
     @property
     def needs(self) -> set[str]:
         """The checkpoints whose files the figure reads by name (path levels of its patterns)."""
-        return {part for pattern in self.inputs.values() for part in pattern.split("/") if part in CHECKPOINT_NAMES}
+        return {part for pattern in self.inputs.values() for part in pattern.split("/") if part in CHECKPOINTS}
 
     @property
     def module(self) -> str:
